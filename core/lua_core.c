@@ -1,0 +1,394 @@
+/* luagate.core: the few C functions the Lua library is built on. Route scripts use the library
+ * (lua/luagate/init.lua), never this module directly.
+ *
+ * Ops (fetch, sleep) start work and return an id at once; the Lua side then yields core.WAIT and
+ * the loop resumes the coroutine with (id, results...) when the op completes. Ops may only be
+ * started by the running handler's own coroutine, and only where it can yield. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "runtime_internal.h"
+
+typedef struct lua_server {
+    struct lua_server *next;
+    gw_runtime *rt;
+    gw_server *srv;
+    gw_lua_app *app;
+    int id;
+} lua_server;
+
+static gw_runtime *runtime_of(lua_State *L) {
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* The task that may start an op from L, or a Lua error saying why not. */
+static gw_task *op_owner(lua_State *L, const char *what) {
+    gw_runtime *rt = runtime_of(L);
+    gw_task *t = rt->current;
+    if (!t || t->co != L)
+        luaL_error(L, "%s: only inside a request handler's own coroutine (not at a script's top level, "
+                      "not in a coroutine you created)", what);
+    if (!lua_isyieldable(L))
+        luaL_error(L, "%s: cannot wait here: a C function is on the call stack (string.gsub or table.sort "
+                      "callbacks, require, a metamethod called from C); call it from plain Lua code", what);
+    return t;
+}
+
+static long ms_of(lua_State *L, int idx) {
+    double s = luaL_optnumber(L, idx, 0);
+    if (s < 0) s = 0;
+    return (long)(s * 1000 + 0.5);
+}
+
+/* ---- fetch ---- */
+
+static void push_response_headers(lua_State *co, const char *p, size_t len) {
+    lua_newtable(co);
+    const char *end = p + len;
+    const char *line = memchr(p, '\n', len); /* skip the status line */
+    p = line ? line + 1 : end;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *next = eol ? eol + 1 : end;
+        if (!eol) eol = end;
+        if (eol > p && eol[-1] == '\r') eol--;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && colon > p) {
+            char name[256];
+            size_t nlen = (size_t)(colon - p) < sizeof name ? (size_t)(colon - p) : sizeof name;
+            for (size_t i = 0; i < nlen; i++) name[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
+            const char *v = colon + 1;
+            while (v < eol && (*v == ' ' || *v == '\t')) v++;
+            const char *ve = eol;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            /* A repeated header becomes an array of its values (Set-Cookie, say). */
+            lua_pushlstring(co, name, nlen);
+            lua_pushvalue(co, -1);
+            lua_rawget(co, -3);
+            if (lua_isnil(co, -1)) {
+                lua_pop(co, 1);
+                lua_pushlstring(co, v, (size_t)(ve - v));
+                lua_rawset(co, -3);
+            } else if (lua_istable(co, -1)) {
+                lua_pushlstring(co, v, (size_t)(ve - v));
+                lua_rawseti(co, -2, (int)lua_objlen(co, -2) + 1);
+                lua_pop(co, 2);
+            } else {
+                lua_createtable(co, 2, 0);
+                lua_insert(co, -2);
+                lua_rawseti(co, -2, 1);
+                lua_pushlstring(co, v, (size_t)(ve - v));
+                lua_rawseti(co, -2, 2);
+                lua_rawset(co, -3);
+            }
+        }
+        p = next;
+    }
+}
+
+static void on_fetch_done(const gw_fetch_result *res, void *data) {
+    gw_op *op = data;
+    gw_task *t = op->task;
+    lua_State *co = t->co;
+    op_unlink(op);
+    lua_pushinteger(co, op->id);
+    op_free(op);
+    if (res->error) {
+        lua_pushnil(co);
+        lua_pushstring(co, res->error);
+        task_resume(t, 3);
+        return;
+    }
+    lua_createtable(co, 0, 4);
+    lua_pushinteger(co, res->status);
+    lua_setfield(co, -2, "status");
+    lua_pushlstring(co, res->body, res->body_len);
+    lua_setfield(co, -2, "body");
+    push_response_headers(co, res->headers, res->headers_len);
+    lua_setfield(co, -2, "headers");
+    task_resume(t, 2);
+}
+
+/* core.fetch(method, url, header_lines, body, timeout_s, connect_timeout_s, userpwd) -> id | nil, err */
+static int l_fetch(lua_State *L) {
+    gw_task *t = op_owner(L, "fetch");
+    gw_runtime *rt = runtime_of(L);
+    gw_fetch_request r = {0};
+    r.method = luaL_checkstring(L, 1);
+    r.url = luaL_checkstring(L, 2);
+    if (!lua_isnil(L, 4)) r.body = luaL_checklstring(L, 4, &r.body_len);
+    r.timeout_ms = ms_of(L, 5);
+    r.connect_timeout_ms = ms_of(L, 6);
+    r.userpwd = luaL_optstring(L, 7, NULL);
+
+    const char *lines[64];
+    if (lua_istable(L, 3)) {
+        size_t n = lua_objlen(L, 3);
+        if (n > sizeof lines / sizeof lines[0]) n = sizeof lines / sizeof lines[0];
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, 3, (int)i + 1);
+            lines[i] = lua_tostring(L, -1); /* the table keeps the string alive */
+            lua_pop(L, 1);
+            if (!lines[i] || strpbrk(lines[i], "\r\n")) {
+                lua_pushnil(L);
+                lua_pushstring(L, "invalid request header: values may not contain CR or LF");
+                return 2;
+            }
+        }
+        r.headers = lines;
+        r.nheaders = n;
+    }
+    gw_op *op = op_new(t, OP_FETCH);
+    if (!op) return luaL_error(L, "fetch: out of memory");
+    const char *err = NULL;
+    op->xfer = fetch_start(rt->fetch, &r, on_fetch_done, op, &err);
+    if (!op->xfer) {
+        op_unlink(op);
+        op_free(op);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushinteger(L, op->id);
+    return 1;
+}
+
+/* ---- sleep, cancel ---- */
+
+static void on_sleep_done(uv_timer_t *timer) {
+    gw_op *op = timer->data;
+    gw_task *t = op->task;
+    op_unlink(op);
+    lua_pushinteger(t->co, op->id);
+    lua_pushboolean(t->co, 1);
+    op_free(op);
+    task_resume(t, 2);
+}
+
+static int l_sleep(lua_State *L) {
+    gw_task *t = op_owner(L, "sleep");
+    gw_runtime *rt = runtime_of(L);
+    long ms = ms_of(L, 1);
+    gw_op *op = op_new(t, OP_SLEEP);
+    if (!op) return luaL_error(L, "sleep: out of memory");
+    uv_timer_init(rt->loop, &op->timer);
+    op->timer.data = op;
+    uv_timer_start(&op->timer, on_sleep_done, (uint64_t)ms, 0);
+    lua_pushinteger(L, op->id);
+    return 1;
+}
+
+static int l_cancel(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    lua_Integer id = luaL_checkinteger(L, 1);
+    gw_task *t = rt->current;
+    if (!t) return 0;
+    for (gw_op *op = t->ops; op; op = op->next) {
+        if (op->id == id) {
+            op_cancel(op);
+            break;
+        }
+    }
+    return 0;
+}
+
+/* ---- small services ---- */
+
+static int l_now(lua_State *L) {
+    uv_update_time(runtime_of(L)->loop);
+    lua_pushnumber(L, (double)uv_now(runtime_of(L)->loop) / 1000.0);
+    return 1;
+}
+
+static int l_log(lua_State *L) {
+    static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
+    int level = luaL_checkoption(L, 1, "info", levels);
+    if (log_enabled(level)) log_msg(level, "%s", luaL_checkstring(L, 2));
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* core.list_dir(path) -> sorted array of entry names (no dot files) | nil, err */
+static int l_list_dir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    DIR *d = opendir(path);
+    if (!d) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **p = realloc(names, cap * sizeof *p);
+            if (!p) break;
+            names = p;
+        }
+        names[n] = strdup(e->d_name);
+        if (names[n]) n++;
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+        free(names[i]);
+    }
+    free(names);
+    return 1;
+}
+
+static int l_upstream_stats(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    lua_createtable(L, 0, 2);
+    lua_pushnumber(L, (double)fetch_connections_opened(rt->fetch));
+    lua_setfield(L, -2, "connections_opened");
+    lua_pushnumber(L, (double)fetch_active(rt->fetch));
+    lua_setfield(L, -2, "active");
+    return 1;
+}
+
+/* ---- in-process servers and runs, for specs (`luagate busted`) ---- */
+
+static lua_server **servers_of(gw_runtime *rt) {
+    return &rt->servers;
+}
+
+static void on_lua_server_closed(void *arg) {
+    lua_server *s = arg;
+    runtime_app_free(s->app);
+    free(s);
+}
+
+static void lua_server_stop(lua_server *s) {
+    lua_server **pp = servers_of(s->rt);
+    while (*pp && *pp != s) pp = &(*pp)->next;
+    if (*pp) *pp = s->next;
+    server_shutdown(s->srv, on_lua_server_closed, s);
+    server_close_all(s->srv);
+}
+
+/* core.listen(host, port, dispatch) -> id, port | nil, err */
+static int l_listen(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    const char *host = luaL_checkstring(L, 1);
+    int port = (int)luaL_checkinteger(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    lua_server *s = calloc(1, sizeof *s);
+    if (!s) return luaL_error(L, "listen: out of memory");
+    lua_pushvalue(L, 3);
+    gw_app app;
+    s->app = runtime_app_new(rt, &app);
+    s->rt = rt;
+    gw_limits limits = {.max_header_size = 65536,
+                        .max_body_size = 16 << 20,
+                        .keepalive_timeout_ms = 60000,
+                        .read_timeout_ms = 60000,
+                        .backlog = 511};
+    int r = server_start(&s->srv, rt->loop, host, port, &limits, &app);
+    if (r < 0) {
+        runtime_app_free(s->app);
+        free(s);
+        lua_pushnil(L);
+        lua_pushfstring(L, "listen %s:%d: %s", host, port, uv_strerror(r));
+        return 2;
+    }
+    s->id = ++rt->next_server_id;
+    s->next = *servers_of(rt);
+    *servers_of(rt) = s;
+    lua_pushinteger(L, s->id);
+    lua_pushinteger(L, server_port(s->srv));
+    return 2;
+}
+
+static int l_close_server(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    int id = (int)luaL_checkinteger(L, 1);
+    for (lua_server *s = *servers_of(rt); s; s = s->next) {
+        if (s->id == id) {
+            lua_server_stop(s);
+            break;
+        }
+    }
+    return 0;
+}
+
+void runtime_close_servers(gw_runtime *rt) {
+    while (*servers_of(rt)) lua_server_stop(*servers_of(rt));
+}
+
+static void on_run_deadline(uv_timer_t *timer) {
+    gw_runtime *rt = timer->data;
+    rt->run_timed_out = true;
+}
+
+/* core.run(timeout_s, fn, ...) -> true, results... | false, error with traceback
+ * Runs fn in a task coroutine (so it may fetch and sleep) and turns the loop until it returns. */
+static int l_run(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    double timeout = luaL_checknumber(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (rt->in_run || rt->current) return luaL_error(L, "run: cannot be nested or called from a handler");
+    int nargs = lua_gettop(L) - 2;
+    gw_task *t = task_new(rt, L);
+    if (!t) return luaL_error(L, "run: out of memory");
+    lua_xmove(L, t->co, nargs + 1);
+    rt->in_run = true;
+    rt->run_timed_out = false;
+    uv_timer_start(&rt->run_timer, on_run_deadline, (uint64_t)(timeout * 1000), 0);
+    task_resume(t, nargs);
+    while (!t->finished && !rt->run_timed_out) uv_run(rt->loop, UV_RUN_ONCE);
+    uv_timer_stop(&rt->run_timer);
+    rt->in_run = false;
+    if (!t->finished) {
+        task_free(t);
+        lua_pushboolean(L, 0);
+        lua_pushfstring(L, "timed out after %f s", timeout);
+        return 2;
+    }
+    if (t->status != 0) {
+        const char *msg = lua_tostring(t->co, -1);
+        luaL_traceback(L, t->co, msg ? msg : "(error object is not a string)", 0);
+        lua_pushboolean(L, 0);
+        lua_insert(L, -2);
+        task_free(t);
+        return 2;
+    }
+    int n = lua_gettop(t->co);
+    lua_pushboolean(L, 1);
+    lua_xmove(t->co, L, n);
+    task_free(t);
+    return n + 1;
+}
+
+int luaopen_luagate_core(lua_State *L) {
+    gw_runtime *rt = lua_touserdata(L, lua_upvalueindex(1));
+    static const luaL_Reg fns[] = {
+        {"fetch", l_fetch},         {"sleep", l_sleep},   {"cancel", l_cancel},
+        {"now", l_now},             {"log", l_log},       {"list_dir", l_list_dir},
+        {"upstream_stats", l_upstream_stats},             {"listen", l_listen},
+        {"close_server", l_close_server},                 {"run", l_run},
+        {NULL, NULL}};
+    lua_newtable(L);
+    for (const luaL_Reg *f = fns; f->name; f++) {
+        lua_pushlightuserdata(L, rt);
+        lua_pushcclosure(L, f->func, 1);
+        lua_setfield(L, -2, f->name);
+    }
+    lua_pushlightuserdata(L, &runtime_wait_token);
+    lua_setfield(L, -2, "WAIT");
+    lua_pushstring(L, LUAGATE_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}

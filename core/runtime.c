@@ -1,0 +1,361 @@
+/* Tasks: one coroutine per request, resumed from the loop. And the marshalling between a
+ * gw_request / gw_response and Lua values.
+ *
+ * A task is owned by whoever started it: a request task by its request (freed when the handler
+ * returns, or when the server aborts the request because the client left), a core.run task by
+ * core.run. Its ops (transfers, timers) are owned by the task: freeing the task cancels them. */
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "runtime_internal.h"
+
+char runtime_wait_token;
+
+struct gw_lua_app {
+    gw_runtime *rt;
+    int dispatch_ref;
+};
+
+/* ---- tasks ---- */
+
+gw_task *task_new(gw_runtime *rt, lua_State *host) {
+    gw_task *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->rt = rt;
+    t->co = lua_newthread(host);
+    t->co_ref = luaL_ref(host, LUA_REGISTRYINDEX); /* keeps the coroutine alive while it waits */
+    rt->ntasks++;
+    return t;
+}
+
+void task_free(gw_task *t) {
+    while (t->ops) op_cancel(t->ops);
+    luaL_unref(t->rt->L, LUA_REGISTRYINDEX, t->co_ref);
+    t->rt->ntasks--;
+    free(t);
+}
+
+static const char *request_label(const gw_task *t) {
+    return t->req ? t->req->id : "core.run";
+}
+
+static void respond_error(gw_task *t, int status, const char *message) {
+    char body[192];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"request_id\":\"%s\"}\n", message, t->req->id);
+    gw_response r = {.status = status,
+                     .content_type = "application/json",
+                     .content_type_len = 16,
+                     .body = body,
+                     .body_len = (size_t)n};
+    server_respond(t->req, &r);
+}
+
+static bool skip_header(const char *name, size_t len) {
+    /* The server writes these itself, from the body it sends and the connection's state. */
+    static const char *const own[] = {"content-length", "transfer-encoding", "connection", "date",
+                                      "x-request-id", "content-type"};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (strlen(own[i]) == len && strncasecmp(name, own[i], len) == 0) return true;
+    return false;
+}
+
+static int add_header(gw_runtime *rt, const char *name, size_t nlen, lua_State *co, int idx) {
+    if (lua_type(co, idx) != LUA_TSTRING) return -1;
+    gw_header h = {.name = name, .name_len = nlen};
+    h.value = lua_tolstring(co, idx, &h.value_len);
+    if (response_header_invalid(&h)) return -1;
+    if (skip_header(name, nlen)) return 0;
+    return buf_append(&rt->scratch, &h, sizeof h);
+}
+
+/* Collect the headers table at idx: name -> string | { string, ... }. The strings stay referenced
+ * by the table, so their pointers stay valid while it is on the stack. */
+static int collect_headers(gw_runtime *rt, lua_State *co, int idx, const char **bad) {
+    rt->scratch.len = 0;
+    if (lua_isnil(co, idx)) return 0;
+    if (!lua_istable(co, idx)) return -1;
+    lua_pushnil(co);
+    while (lua_next(co, idx)) {
+        size_t nlen;
+        if (lua_type(co, -2) != LUA_TSTRING) goto fail;
+        const char *name = lua_tolstring(co, -2, &nlen);
+        *bad = name;
+        if (lua_istable(co, -1)) {
+            for (int i = 1;; i++) {
+                lua_rawgeti(co, -1, i);
+                if (lua_isnil(co, -1)) {
+                    lua_pop(co, 1);
+                    break;
+                }
+                int r = add_header(rt, name, nlen, co, lua_gettop(co));
+                lua_pop(co, 1);
+                if (r) goto fail;
+            }
+        } else if (add_header(rt, name, nlen, co, lua_gettop(co))) {
+            goto fail;
+        }
+        lua_pop(co, 1);
+    }
+    return 0;
+fail:
+    lua_settop(co, idx);
+    return -1;
+}
+
+/* The handler returned: status, body, content_type, headers (normalised by the Lua dispatcher). */
+static void task_respond(gw_task *t) {
+    lua_State *co = t->co;
+    gw_response r = {0};
+    r.status = (int)lua_tointeger(co, 1);
+    if (r.status < 100 || r.status > 999) {
+        log_error("request %s: handler returned an invalid status", request_label(t));
+        respond_error(t, 500, "internal server error");
+        return;
+    }
+    r.body = lua_tolstring(co, 2, &r.body_len);
+    if (!r.body) r.body = "", r.body_len = 0;
+    r.content_type = lua_tolstring(co, 3, &r.content_type_len);
+    const char *bad = "?";
+    if (lua_gettop(co) >= 4 && collect_headers(t->rt, co, 4, &bad)) {
+        log_error("request %s: refused response header '%s': values must be strings without CR, LF or NUL",
+                  request_label(t), bad);
+        respond_error(t, 500, "internal server error");
+        return;
+    }
+    r.headers = (const gw_header *)t->rt->scratch.data;
+    r.nheaders = t->rt->scratch.len / sizeof(gw_header);
+    server_respond(t->req, &r);
+}
+
+static void task_log_error(gw_task *t, const char *what) {
+    lua_State *co = t->co;
+    const char *msg = lua_tostring(co, -1);
+    luaL_traceback(co, co, msg ? msg : "(error object is not a string)", 0);
+    if (t->req)
+        log_error("request %s %s %.*s: %s: %s", t->req->id, t->req->method, (int)t->req->path_len, t->req->path,
+                  what, lua_tostring(co, -1));
+    else
+        log_error("%s: %s", what, lua_tostring(co, -1));
+    lua_pop(co, 1);
+}
+
+void task_resume(gw_task *t, int nargs) {
+    gw_runtime *rt = t->rt;
+    gw_task *prev = rt->current;
+    rt->current = t;
+    t->running = true;
+    int st = lua_resume(t->co, nargs);
+    t->running = false;
+    rt->current = prev;
+
+    if (st == LUA_YIELD) {
+        if (lua_gettop(t->co) == 1 && lua_touserdata(t->co, 1) == &runtime_wait_token && !t->aborted) {
+            lua_settop(t->co, 0);
+            return; /* waiting on an op: the loop resumes us */
+        }
+        lua_settop(t->co, 0);
+        lua_pushstring(t->co, "handler yielded outside luagate's API (a bare coroutine.yield?)");
+        st = LUA_ERRRUN;
+    }
+    t->finished = true;
+    t->status = st;
+    while (t->ops) op_cancel(t->ops); /* nothing may resume a finished coroutine */
+    if (!t->req) {
+        if (t->aborted) task_free(t);
+        return; /* a core.run task: its runner reads the results and frees it */
+    }
+    if (st != 0) {
+        task_log_error(t, "Lua error");
+        respond_error(t, 500, "internal server error");
+    } else {
+        task_respond(t);
+    }
+    t->req->app_data = NULL;
+    task_free(t);
+}
+
+/* ---- ops ---- */
+
+gw_op *op_new(gw_task *t, enum op_kind kind) {
+    gw_op *op = calloc(1, sizeof *op);
+    if (!op) return NULL;
+    op->task = t;
+    op->kind = kind;
+    op->id = ++t->next_op_id;
+    op->next = t->ops;
+    if (t->ops) t->ops->prev = op;
+    t->ops = op;
+    return op;
+}
+
+void op_unlink(gw_op *op) {
+    gw_task *t = op->task;
+    if (!t) return;
+    if (op->prev) op->prev->next = op->next;
+    else t->ops = op->next;
+    if (op->next) op->next->prev = op->prev;
+    op->prev = op->next = NULL;
+    op->task = NULL;
+}
+
+static void on_op_timer_closed(uv_handle_t *h) {
+    free(h->data);
+}
+
+void op_free(gw_op *op) {
+    if (op->kind == OP_SLEEP) uv_close((uv_handle_t *)&op->timer, on_op_timer_closed);
+    else free(op);
+}
+
+void op_cancel(gw_op *op) {
+    gw_runtime *rt = op->task->rt;
+    op_unlink(op);
+    if (op->kind == OP_FETCH && op->xfer) fetch_cancel(rt->fetch, op->xfer);
+    op_free(op);
+}
+
+/* ---- requests ---- */
+
+void runtime_push_request(lua_State *co, const gw_request *r) {
+    lua_createtable(co, 0, 10);
+    lua_pushstring(co, r->method);
+    lua_setfield(co, -2, "method");
+    lua_pushlstring(co, r->path, r->path_len);
+    lua_setfield(co, -2, "path");
+    lua_pushlstring(co, r->query, r->query_len);
+    lua_setfield(co, -2, "raw_query");
+    lua_pushlstring(co, r->target, r->target_len);
+    lua_setfield(co, -2, "target");
+    lua_pushlstring(co, r->body, r->body_len);
+    lua_setfield(co, -2, "body");
+    lua_pushstring(co, r->id);
+    lua_setfield(co, -2, "id");
+    lua_pushstring(co, r->remote);
+    lua_setfield(co, -2, "remote_addr");
+    lua_pushstring(co, r->http_minor == 0 ? "1.0" : "1.1");
+    lua_setfield(co, -2, "http_version");
+
+    /* Names are lower-case already; repeated headers are joined as RFC 9110 5.3 allows. */
+    lua_createtable(co, 0, (int)r->nheaders);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const gw_header *h = &r->headers[i];
+        lua_pushlstring(co, h->name, h->name_len);
+        lua_pushvalue(co, -1);
+        lua_rawget(co, -3);
+        if (lua_isnil(co, -1)) {
+            lua_pop(co, 1);
+            lua_pushlstring(co, h->value, h->value_len);
+        } else {
+            bool cookie = h->name_len == 6 && memcmp(h->name, "cookie", 6) == 0;
+            lua_pushstring(co, cookie ? "; " : ", ");
+            lua_pushlstring(co, h->value, h->value_len);
+            lua_concat(co, 3);
+        }
+        lua_rawset(co, -3);
+    }
+    lua_setfield(co, -2, "headers");
+}
+
+static void on_request(gw_request *req, void *data) {
+    gw_lua_app *a = data;
+    gw_runtime *rt = a->rt;
+    gw_task *t = task_new(rt, rt->L);
+    if (!t) {
+        gw_response r = {.status = 503, .body = "", .body_len = 0};
+        server_respond(req, &r);
+        return;
+    }
+    t->req = req;
+    req->app_data = t;
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, a->dispatch_ref);
+    runtime_push_request(t->co, req);
+    task_resume(t, 1);
+}
+
+static void on_abort(gw_request *req, void *data) {
+    (void)data;
+    gw_task *t = req->app_data;
+    if (!t) return;
+    req->app_data = NULL;
+    t->req = NULL;
+    log_info("request %s: client closed the connection before the response; handler stopped", req->id);
+    if (t->running) {
+        t->aborted = true; /* freed when its resume returns */
+        return;
+    }
+    task_free(t);
+}
+
+gw_lua_app *runtime_app_new(gw_runtime *rt, gw_app *app_out) {
+    gw_lua_app *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->rt = rt;
+    a->dispatch_ref = luaL_ref(rt->L, LUA_REGISTRYINDEX);
+    *app_out = (gw_app){.on_request = on_request, .on_abort = on_abort, .data = a};
+    return a;
+}
+
+void runtime_app_free(gw_lua_app *a) {
+    luaL_unref(a->rt->L, LUA_REGISTRYINDEX, a->dispatch_ref);
+    free(a);
+}
+
+/* ---- the runtime ---- */
+
+int runtime_new(gw_runtime **out, uv_loop_t *loop, const char *lua_dir, long upstream_keepalive) {
+    gw_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt) return UV_ENOMEM;
+    rt->loop = loop;
+    int r = fetch_init(&rt->fetch, loop, upstream_keepalive);
+    if (r < 0) {
+        free(rt);
+        return r;
+    }
+    rt->L = luaL_newstate();
+    if (!rt->L) {
+        fetch_close(rt->fetch);
+        free(rt);
+        return UV_ENOMEM;
+    }
+    uv_timer_init(loop, &rt->run_timer);
+    rt->run_timer.data = rt;
+    lua_State *L = rt->L;
+    luaL_openlibs(L);
+
+    /* package.path: the gateway's library first, then the system's (busted, cjson, ...). */
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", lua_dir, lua_dir);
+    lua_getfield(L, -2, "path");
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_getfield(L, -1, "preload");
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, luaopen_luagate_core, 1);
+    lua_setfield(L, -2, "luagate.core");
+    lua_pop(L, 2);
+    *out = rt;
+    return 0;
+}
+
+void runtime_set_upstream_keepalive(gw_runtime *rt, long n) {
+    fetch_set_max_idle(rt->fetch, n);
+}
+
+lua_State *runtime_lua(gw_runtime *rt) {
+    return rt->L;
+}
+
+static void on_run_timer_closed(uv_handle_t *h) {
+    gw_runtime *rt = h->data;
+    buf_free(&rt->scratch);
+    free(rt);
+}
+
+void runtime_close(gw_runtime *rt) {
+    lua_close(rt->L); /* collects every coroutine; no task is left once the servers are closed */
+    fetch_close(rt->fetch);
+    uv_close((uv_handle_t *)&rt->run_timer, on_run_timer_closed);
+}

@@ -1,0 +1,66 @@
+/* The HTTP/1.1 server: a listener, its connections, and the hand-off of parsed requests to an app.
+ *
+ * Ownership: the server owns every connection and every request. A request handed to
+ * app.on_request belongs to the app until the app calls server_respond() or the server calls
+ * app.on_abort() (the client went away); after either the app must not touch it again. */
+#ifndef LUAGATE_SERVER_H
+#define LUAGATE_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "response.h"
+
+typedef struct gw_server gw_server;
+
+typedef struct gw_request {
+    const char *method;
+    const char *path; /* percent-decoded, without the query */
+    size_t path_len;
+    const char *target; /* as sent: path and query, still encoded */
+    size_t target_len;
+    const char *query; /* raw, after '?'; "" when absent */
+    size_t query_len;
+    const gw_header *headers; /* names lower-cased */
+    size_t nheaders;
+    const char *body;
+    size_t body_len;
+    const char *id;     /* X-Request-Id as received, or generated */
+    const char *remote; /* client address "ip:port" */
+    int http_minor;
+    bool keep_alive;
+    bool is_head;
+    void *app_data; /* the app's own state for this request */
+} gw_request;
+
+typedef struct gw_limits {
+    size_t max_header_size; /* request line + headers, bytes: over it, 431 */
+    size_t max_body_size;   /* bytes: over it, 413 */
+    uint64_t keepalive_timeout_ms;
+    uint64_t read_timeout_ms; /* between bytes of a request being received */
+    int backlog;
+} gw_limits;
+
+typedef struct gw_app {
+    void (*on_request)(gw_request *req, void *data);
+    void (*on_abort)(gw_request *req, void *data);
+    void *data;
+} gw_app;
+
+/* Bind and listen on host:port (port 0: any free port). 0 or a negative libuv error. */
+int server_start(gw_server **out, uv_loop_t *loop, const char *host, int port, const gw_limits *limits,
+                 const gw_app *app);
+int server_port(const gw_server *s);
+
+/* Answer a request the server handed to the app. */
+void server_respond(gw_request *req, const gw_response *resp);
+
+/* Graceful stop: close the listener and idle connections, let requests in flight finish, then
+ * call on_closed(arg) once no connection is left. The server frees itself after that call. */
+void server_shutdown(gw_server *s, void (*on_closed)(void *arg), void *arg);
+/* Close every connection now, aborting requests in flight (after server_shutdown, on timeout). */
+void server_close_all(gw_server *s);
+
+#endif

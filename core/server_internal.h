@@ -1,0 +1,41 @@
+/* Shared by server.c (the listener) and conn.c (one connection): not part of the public surface. */
+#ifndef LUAGATE_SERVER_INTERNAL_H
+#define LUAGATE_SERVER_INTERNAL_H
+
+#include <llhttp.h>
+
+#include "http_date.h"
+#include "server.h"
+
+typedef struct gw_conn gw_conn;
+
+struct gw_server {
+    uv_tcp_t listener;
+    uv_loop_t *loop;
+    gw_limits limits;
+    gw_app app;
+    llhttp_settings_t settings;
+    gw_conn *conns; /* every open connection, for shutdown */
+    size_t nconns;  /* connections not yet freed */
+    bool draining;
+    bool listener_closed;
+    void (*on_closed)(void *arg);
+    void *on_closed_arg;
+    gw_http_date date;
+    uint32_t id_prefix; /* random per process: ids differ across restarts */
+    uint32_t id_counter;
+    char read_slab[65536]; /* one read buffer for all connections: reads are never nested */
+};
+
+void conn_init_settings(llhttp_settings_t *s);
+void conn_accept(gw_server *srv);
+/* Close now if idle, else after the response in flight. */
+void conn_shutdown(gw_conn *c);
+void conn_close(gw_conn *c);
+gw_conn *conn_next(gw_conn *c);
+/* Called by conn.c once a connection's memory is freed. */
+void server_conn_freed(gw_server *srv);
+/* A fresh request id: 16 hex digits. */
+void server_new_request_id(gw_server *srv, char out[17]);
+
+#endif

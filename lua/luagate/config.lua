@@ -1,0 +1,199 @@
+-- gateway.conf: a Lua file of assignments (`listen = "127.0.0.1:8080"`), run in an empty sandbox,
+-- then checked against the schema below. Every error names the file, the line and the key.
+local M = {}
+
+local function is_int(v) return type(v) == "number" and v == math.floor(v) end
+
+local function check_listen(v)
+  local host, port = v:match("^%[?([^%]]*)%]?:(%d+)$")
+  port = tonumber(port)
+  if not host or host == "" or not port or port > 65535 then
+    return nil, 'expected "host:port", such as "127.0.0.1:8080"'
+  end
+  return { host = host, port = port }
+end
+
+local function check_url(v)
+  if not v:match("^https?://[^/%s]+") or v:match("%s") then
+    return nil, 'expected an http:// or https:// URL, such as "http://127.0.0.1:9001"'
+  end
+  return v:gsub("/+$", "")
+end
+
+-- A field: type, default, and an optional check returning a replacement value or nil, err.
+local upstream_fields = {
+  url = { type = "string", required = true, check = check_url },
+  timeout = { type = "number", default = 30, min = 0.001, doc = "seconds for the whole transfer" },
+  connect_timeout = { type = "number", default = 5, min = 0.001, doc = "seconds to connect" },
+  headers = { type = "table", default = {}, map = { type = "string" } },
+  auth = { type = "table", fields = {
+    user = { type = "string" }, password = { type = "string" }, bearer = { type = "string" },
+  } },
+}
+
+local top_fields = {
+  listen = { type = "string", default = "127.0.0.1:8080", check = check_listen },
+  routes = { type = "string", default = "routes" },
+  log_level = { type = "string", default = "info", enum = { error = 1, warn = 1, info = 1, debug = 1 } },
+  keepalive_timeout = { type = "number", default = 75, min = 0.001 },
+  read_timeout = { type = "number", default = 60, min = 0.001 },
+  shutdown_timeout = { type = "number", default = 30, min = 0 },
+  max_header_size = { type = "integer", default = 16384, min = 256 },
+  max_body_size = { type = "integer", default = 1048576, min = 0 },
+  backlog = { type = "integer", default = 511, min = 1 },
+  upstream_keepalive = { type = "integer", default = 256, min = 1 },
+  upstreams = { type = "table", default = {}, map = { type = "table", fields = upstream_fields } },
+}
+
+-- Where a key is written: top-level assignments are recorded as they run; nested keys are found
+-- by scanning the source from their parent's line.
+local function line_of(src_lines, from, key, top)
+  local lead = top and "^%s*" or "%f[%w_]"
+  local pats = { lead .. key .. "%s*=", '%[%s*"' .. key .. '"%s*%]%s*=' }
+  for i = from or 1, #src_lines do
+    for _, p in ipairs(pats) do
+      if src_lines[i]:find(p) then return i end
+    end
+  end
+  return from
+end
+
+local function type_name(v)
+  if is_int(v) then return "integer " .. tostring(v) end
+  if type(v) == "string" then return ("string %q"):format(v) end
+  return type(v)
+end
+
+local check_value
+
+local function check_table(ctx, spec, value, path, line)
+  local out = {}
+  if spec.fields then
+    for k, v in pairs(value) do
+      local fspec = type(k) == "string" and spec.fields[k]
+      local kline = line_of(ctx.lines, line, tostring(k))
+      if not fspec then
+        local known = {}
+        for name in pairs(spec.fields) do known[#known + 1] = name end
+        table.sort(known)
+        return nil, ctx.err(kline, path .. "." .. tostring(k), "unknown key (known: " .. table.concat(known, ", ") .. ")")
+      end
+      local cv, err = check_value(ctx, fspec, v, path .. "." .. k, kline)
+      if err then return nil, err end
+      out[k] = cv
+    end
+    for k, fspec in pairs(spec.fields) do
+      if out[k] == nil then
+        if fspec.required then return nil, ctx.err(line, path .. "." .. k, "required key is missing") end
+        out[k] = fspec.default
+      end
+    end
+  elseif spec.map then
+    for k, v in pairs(value) do
+      if type(k) ~= "string" then
+        return nil, ctx.err(line, path, "keys must be names, got " .. type(k))
+      end
+      local kline = line_of(ctx.lines, line, k)
+      local cv, err = check_value(ctx, spec.map, v, path .. "." .. k, kline)
+      if err then return nil, err end
+      out[k] = cv
+    end
+  end
+  return out
+end
+
+function check_value(ctx, spec, v, path, line)
+  local t = spec.type
+  if t == "integer" then
+    if not is_int(v) then return nil, ctx.err(line, path, "expected an integer, got " .. type_name(v)) end
+  elseif type(v) ~= t then
+    return nil, ctx.err(line, path, "expected a " .. t .. ", got " .. type_name(v))
+  end
+  if spec.min and v < spec.min then
+    return nil, ctx.err(line, path, ("must be at least %s, got %s"):format(spec.min, v))
+  end
+  if spec.enum and not spec.enum[v] then
+    local names = {}
+    for name in pairs(spec.enum) do names[#names + 1] = name end
+    table.sort(names)
+    return nil, ctx.err(line, path, "expected one of " .. table.concat(names, ", ") .. ", got " .. type_name(v))
+  end
+  if t == "table" then return check_table(ctx, spec, v, path, line) end
+  if spec.check then
+    local cv, err = spec.check(v)
+    if cv == nil then return nil, ctx.err(line, path, err) end
+    return cv
+  end
+  return v
+end
+
+local function dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- Check a table of settings (as a config file would assign them). `where` names the source.
+function M.check(settings, where, lines, assigned_at)
+  local ctx = { lines = lines or {} }
+  function ctx.err(line, key, msg)
+    return ("%s:%s: %s: %s"):format(where, line or "?", key, msg)
+  end
+  local conf = {}
+  for k, v in pairs(settings) do
+    local spec = top_fields[k]
+    local line = assigned_at and assigned_at[k]
+    if not spec then
+      local known = {}
+      for name in pairs(top_fields) do known[#known + 1] = name end
+      table.sort(known)
+      return nil, ctx.err(line, k, "unknown key (known: " .. table.concat(known, ", ") .. ")")
+    end
+    local cv, err = check_value(ctx, spec, v, k, line)
+    if err then return nil, err end
+    conf[k] = cv
+  end
+  for k, spec in pairs(top_fields) do
+    if conf[k] == nil then
+      local cv, err = check_value(ctx, spec, spec.default, k, nil)
+      if err then return nil, err end
+      conf[k] = cv
+    end
+  end
+  conf.host, conf.port = conf.listen.host, conf.listen.port
+  conf.listen = conf.host .. ":" .. conf.port
+  return conf
+end
+
+-- Load and check a config file. Returns the config table, or nil and "file:line: key: problem".
+function M.load(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, ("%s: cannot open: %s"):format(path, err) end
+  local src = f:read("*a")
+  f:close()
+  local chunk, perr = loadstring(src, "@" .. path)
+  if not chunk then return nil, perr end
+
+  local lines = {}
+  for l in (src .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
+  local settings, assigned_at = {}, {}
+  local env = setmetatable({}, {
+    __newindex = function(_, k, v)
+      assigned_at[k] = line_of(lines, 1, tostring(k), true) or debug.getinfo(2, "l").currentline
+      settings[k] = v
+    end,
+    __index = function(_, k)
+      if settings[k] ~= nil then return settings[k] end
+      error(("unknown name '%s' (the config is a sandbox: only plain values)"):format(tostring(k)), 2)
+    end,
+  })
+  setfenv(chunk, env)
+  local ok, rerr = pcall(chunk)
+  if not ok then return nil, tostring(rerr) end
+
+  local conf, cerr = M.check(settings, path, lines, assigned_at)
+  if not conf then return nil, cerr end
+  if conf.routes:sub(1, 1) ~= "/" then conf.routes = dirname(path) .. "/" .. conf.routes end
+  conf.file = path
+  return conf
+end
+
+return M

@@ -1,0 +1,315 @@
+-- luagate: the API route scripts use.
+--
+--   local gw = require "luagate"
+--   gw.get("/users/:id", function(req)
+--     local res, err = gw.fetch("api", "/users/" .. req.params.id, { timeout = 2 })
+--     if not res then return gw.upstream_error(err) end
+--     return res.status, res:json()
+--   end)
+--
+-- Handlers run in a coroutine of their own. fetch, fetch_all, fetch_any and sleep yield it to the
+-- event loop and are resumed when the upstream answers: they may be called from a handler (and
+-- from any Lua function it calls), but not from a script's top level, nor from inside a C call
+-- such as a string.gsub or table.sort callback; there they fail with an error saying so.
+local core = require "luagate.core"
+local json = require "luagate.json"
+local request = require "luagate.request"
+local router = require "luagate.router"
+
+local M = { version = core.version, json = json }
+
+local WAIT, yield, running = core.WAIT, coroutine.yield, coroutine.running
+local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
+
+-- The state of this worker's app: its routes and its upstreams (from gateway.conf).
+local app = { router = router.new(), upstreams = {} }
+local current = setmetatable({}, { __mode = "k" }) -- handler coroutine -> its request
+
+---------------------------------------------------------------------------------------------------
+-- Routes
+
+--- Register handler(req) for method and path. Paths may hold ":name" segments and a final
+--- "*name"; their values are in req.params. The handler returns status, body, headers.
+function M.route(method, path, handler)
+  app.router:add(method:upper(), path, handler)
+end
+for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
+  M[m] = function(path, handler) app.router:add(m:upper(), path, handler) end
+end
+
+---------------------------------------------------------------------------------------------------
+-- Responses
+
+local function normalise_headers(headers)
+  local out, ctype = {}, nil
+  for k, v in pairs(headers) do
+    if type(k) ~= "string" then error("response header names must be strings", 3) end
+    local tv = type(v)
+    if tv == "table" then
+      local list = {}
+      for i, x in ipairs(v) do list[i] = tostring(x) end
+      v = list
+    elseif tv ~= "string" then
+      v = tostring(v)
+    end
+    if k:lower() == "content-type" then ctype = type(v) == "table" and v[1] or v
+    else out[k] = v end
+  end
+  return out, ctype
+end
+
+-- The handler's (status, body, headers) as the server takes them: status, body string,
+-- content type, headers table. A table body is sent as JSON.
+local function finish(status, body, headers)
+  if status == nil then status = 200 end
+  if type(status) ~= "number" then
+    error(("a handler returns status, body, headers: got a %s for the status"):format(type(status)), 2)
+  end
+  local ctype
+  local tb = type(body)
+  if tb == "table" then
+    body, ctype = json.encode(body), JSON_TYPE
+  elseif body == nil then
+    body = ""
+  elseif tb ~= "string" then
+    body = tostring(body)
+  end
+  if headers ~= nil then
+    local hct
+    headers, hct = normalise_headers(headers)
+    ctype = hct or ctype
+  end
+  if not ctype and body ~= "" then ctype = TEXT_TYPE end
+  return status, body, ctype, headers
+end
+
+--- status, body, headers for a redirect to url (302 unless given).
+function M.redirect(url, status)
+  return status or 302, "", { location = url }
+end
+
+--- The answer to give when fetch failed: 504 for a timeout, 502 for anything else.
+function M.upstream_error(err)
+  local status = tostring(err):find("^timeout") and 504 or 502
+  return status, { error = status == 504 and "upstream timed out" or "bad gateway", detail = tostring(err) }
+end
+
+---------------------------------------------------------------------------------------------------
+-- Fetch
+
+--- true when path is a path on the upstream's host: it starts with one "/", and holds no "..",
+--- backslash, whitespace or control characters that could lead elsewhere.
+function M.is_safe_path(path)
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:sub(2, 2) == "/" then return false end
+  if path:find("[%s%c\\]") or path:find("%.%.") or path:lower():find("%%2e%%2e") then return false end
+  if path:find("#", 1, true) then return false end
+  return true
+end
+
+local function header_lines(lines, headers)
+  for k, v in pairs(headers) do
+    if type(v) == "table" then
+      for _, x in ipairs(v) do lines[#lines + 1] = k .. ": " .. tostring(x) end
+    else
+      lines[#lines + 1] = k .. ": " .. tostring(v)
+    end
+  end
+end
+
+-- Start one transfer: target is an upstream name (then path is its path) or a full URL.
+local function start(target, path, opts)
+  local url, up
+  if type(target) ~= "string" then return nil, "fetch: expected an upstream name or a URL" end
+  if target:find("://", 1, true) then
+    url, opts = target, path
+  else
+    up = app.upstreams[target]
+    if not up then return nil, ("unknown upstream '%s'"):format(target) end
+    if not M.is_safe_path(path) then
+      return nil, ("bad path for upstream '%s': %s"):format(target, tostring(path))
+    end
+    url = up.url .. path
+  end
+  opts = opts or {}
+  local lines = {}
+  if up then header_lines(lines, up.headers) end
+  if opts.headers then header_lines(lines, opts.headers) end
+  local req = current[running()]
+  if req then lines[#lines + 1] = "X-Request-Id: " .. req.id end
+
+  local body = opts.body
+  if type(body) == "table" then
+    body = json.encode(body)
+    lines[#lines + 1] = "Content-Type: application/json"
+  end
+  local method = opts.method or (body and "POST" or "GET")
+  local userpwd
+  local auth = opts.auth or (up and up.auth)
+  if auth then
+    if auth.bearer then lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer
+    elseif auth.user then userpwd = auth.user .. ":" .. (auth.password or "") end
+  end
+  local timeout = opts.timeout or (up and up.timeout) or 30
+  local connect_timeout = opts.connect_timeout or (up and up.connect_timeout) or timeout
+  return core.fetch(method:upper(), url, lines, body, timeout, connect_timeout, userpwd)
+end
+
+local Response = {}
+Response.__index = Response
+--- The response body parsed as JSON: value | nil, err
+function Response:json() return json.decode(self.body) end
+M.Response = Response
+
+--- Fetch from an upstream: fetch("api", "/users/1", opts) or fetch("http://host/x", opts).
+--- opts: method, headers, body (a table is sent as JSON), timeout and connect_timeout (seconds),
+--- auth = { user =, password = } or { bearer = }. Returns a response
+--- { status, headers, body, :json() } or nil, err ("timeout: ...", "connection refused: ...").
+function M.fetch(target, path, opts)
+  local id, err = start(target, path, opts)
+  if not id then return nil, err end
+  local _, res, ferr = yield(WAIT)
+  if res then return setmetatable(res, Response) end
+  return nil, ferr
+end
+
+local function unpack_call(spec)
+  if type(spec) ~= "table" then return nil, "each request is a table { target, path, opts }" end
+  local target = spec[1]
+  if type(target) == "string" and target:find("://", 1, true) then return start(target, spec[2]) end
+  return start(target, spec[2], spec[3])
+end
+
+--- Run several fetches at once and wait for all: the time taken is the slowest one's, not the sum.
+--- requests: a table of { target, path, opts } (an array, or keyed by name).
+--- Returns results, errors: two tables with the same keys as requests; results[k] is the
+--- response, or nil with errors[k] saying why.
+function M.fetch_all(requests)
+  local results, errors, pending, waiting = {}, {}, {}, 0
+  for k, spec in pairs(requests) do
+    local id, err = unpack_call(spec)
+    if id then pending[id], waiting = k, waiting + 1
+    else errors[k] = err end
+  end
+  while waiting > 0 do
+    local id, res, err = yield(WAIT)
+    local k = pending[id]
+    if k ~= nil then
+      pending[id], waiting = nil, waiting - 1
+      if res then results[k] = setmetatable(res, Response) else errors[k] = err end
+    end
+  end
+  return results, errors
+end
+
+--- Run several fetches at once and return the first response with a status below 500, with its
+--- key; the others are cancelled. nil, errors when none succeeded.
+function M.fetch_any(requests)
+  local errors, pending, waiting = {}, {}, 0
+  for k, spec in pairs(requests) do
+    local id, err = unpack_call(spec)
+    if id then pending[id], waiting = k, waiting + 1
+    else errors[k] = err end
+  end
+  while waiting > 0 do
+    local id, res, err = yield(WAIT)
+    local k = pending[id]
+    if k ~= nil then
+      pending[id], waiting = nil, waiting - 1
+      if res and res.status < 500 then
+        for other in pairs(pending) do core.cancel(other) end
+        return setmetatable(res, Response), k
+      end
+      errors[k] = err or ("status " .. res.status)
+    end
+  end
+  return nil, errors
+end
+
+--- Wait without blocking the server: seconds may be fractional (0.05 is 50 ms).
+function M.sleep(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then error("sleep: expected seconds >= 0", 2) end
+  core.sleep(seconds)
+  yield(WAIT)
+end
+
+---------------------------------------------------------------------------------------------------
+-- Logging and time
+
+--- Write to the error log: log(message) at info, or log(level, message) with level one of
+--- "error", "warn", "info", "debug". The current request's id is added.
+function M.log(level, msg)
+  if msg == nil then level, msg = "info", level end
+  local req = current[running()]
+  if req then msg = ("request %s: %s"):format(req.id, tostring(msg)) end
+  core.log(level, tostring(msg))
+end
+
+--- Seconds since an arbitrary point, with millisecond resolution (the loop's clock).
+M.now = core.now
+
+---------------------------------------------------------------------------------------------------
+-- The server's side: dispatching requests, loading route scripts
+
+local headers_mt, request_mt = request.headers_mt, request.mt
+
+local function not_found(req)
+  return 404, json.encode { error = "not found", request_id = req.id }, JSON_TYPE
+end
+
+-- Called by the server for each request, in the request's own coroutine.
+local function dispatch(req)
+  setmetatable(req, request_mt)
+  setmetatable(req.headers, headers_mt)
+  local handler, params, allow = app.router:match(req.method, req.path)
+  if not handler then
+    if allow then
+      return 405, json.encode { error = "method not allowed", request_id = req.id }, JSON_TYPE, { Allow = allow }
+    end
+    return not_found(req)
+  end
+  req.params = params
+  current[running()] = req
+  return finish(handler(req))
+end
+M._dispatch = dispatch
+
+--- The upstreams this worker knows, by name (from gateway.conf, or set by specs).
+function M.upstreams() return app.upstreams end
+
+-- Forget every route and upstream (specs load scripts into a fresh app).
+function M._reset(upstreams)
+  app.router = router.new()
+  app.upstreams = upstreams or {}
+end
+
+function M._routes() return app.router:routes() end
+
+-- Load every *.lua in dir, in name order. Errors name the script.
+function M._load_routes(dir)
+  local names, err = core.list_dir(dir)
+  if not names then error("routes: " .. err, 0) end
+  local loaded = 0
+  for _, name in ipairs(names) do
+    if name:match("%.lua$") then
+      local path = dir .. "/" .. name
+      local chunk, lerr = loadfile(path)
+      if not chunk then error(lerr, 0) end
+      local ok, rerr = xpcall(chunk, debug.traceback)
+      if not ok then error(("%s: %s"):format(path, rerr), 0) end
+      loaded = loaded + 1
+    end
+  end
+  return loaded
+end
+
+-- Start-up: take the checked config, load the route scripts, return the dispatcher.
+function M._boot(conf)
+  M._reset(conf.upstreams)
+  app.config = conf
+  package.path = conf.routes .. "/?.lua;" .. package.path
+  local n = M._load_routes(conf.routes)
+  if n == 0 then core.log("warn", "no route scripts (*.lua) in " .. conf.routes) end
+  return dispatch
+end
+
+return M

@@ -1,0 +1,27 @@
+-- JSON through lua-cjson. encode raises on values JSON cannot hold (a programmer's mistake);
+-- decode returns nil, err on bad input (the client's or the upstream's mistake).
+local cjson = require "cjson"
+local safe = require "cjson.safe"
+
+local encoder = cjson.new()
+encoder.encode_sparse_array(true)    -- {[1]=1,[3]=3} -> [1,null,3] rather than an error
+encoder.encode_number_precision(14)
+local decoder = safe.new()
+decoder.decode_max_depth(100)
+
+local M = { null = cjson.null }
+
+-- An empty Lua table is sent as {}; mark it with M.array to send [].
+M.array_mt = cjson.empty_array_mt or {}
+function M.array(t) return setmetatable(t or {}, M.array_mt) end
+
+function M.encode(value) return encoder.encode(value) end
+
+function M.decode(text)
+  if type(text) ~= "string" then return nil, "expected a JSON string, got " .. type(text) end
+  local v, err = decoder.decode(text)
+  if v == nil and err then return nil, "invalid JSON: " .. err end
+  return v
+end
+
+return M

@@ -1,0 +1,116 @@
+-- Routes by method and path. Static paths are one table look-up; paths with parameters
+-- ("/users/:id", a final "*rest" for the remainder) are tried in the order they were added.
+local M = {}
+local Router = {}
+Router.__index = Router
+
+local EMPTY = setmetatable({}, { __newindex = function() error("params is read-only", 2) end })
+
+function M.new()
+  return setmetatable({ exact = {}, patterns = {} }, Router)
+end
+
+local function allow_list(methods)
+  local names = {}
+  for m in pairs(methods) do names[#names + 1] = m end
+  if methods.GET and not methods.HEAD then names[#names + 1] = "HEAD" end
+  table.sort(names)
+  return table.concat(names, ", ")
+end
+
+-- "/users/:id/*rest" -> "^/users/([^/]+)/(.*)$", { "id", "rest" }; nil for a static path.
+local function compile(path)
+  if not path:find("[:*]") then return nil end
+  local names, parts = {}, {}
+  local segments = {}
+  for seg in path:gmatch("/([^/]*)") do segments[#segments + 1] = seg end
+  for i, seg in ipairs(segments) do
+    local kind, name = seg:sub(1, 1), seg:sub(2)
+    if kind == ":" and name:match("^[%a_][%w_]*$") then
+      names[#names + 1] = name
+      parts[#parts + 1] = "/([^/]+)"
+    elseif kind == "*" and name:match("^[%a_][%w_]*$") and i == #segments then
+      names[#names + 1] = name
+      parts[#parts + 1] = "/(.*)"
+    elseif seg:find("[:*]") then
+      error(("route %q: a parameter is ':name' for one segment or '*name' for the rest, at the end"):format(path), 3)
+    else
+      parts[#parts + 1] = "/" .. seg:gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0")
+    end
+  end
+  return "^" .. table.concat(parts) .. "$", names
+end
+
+function Router:add(method, path, handler)
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+    error(("route path must start with '/', got %s"):format(tostring(path)), 3)
+  end
+  if type(handler) ~= "function" and not (type(handler) == "table" and getmetatable(handler) and getmetatable(handler).__call) then
+    error(("route %s %s: the handler must be a function"):format(method, path), 3)
+  end
+  local pattern, names = compile(path)
+  local entry
+  if pattern then
+    for _, r in ipairs(self.patterns) do
+      if r.path == path then entry = r end
+    end
+    if not entry then
+      entry = { path = path, pattern = pattern, names = names, methods = {} }
+      self.patterns[#self.patterns + 1] = entry
+    end
+  else
+    entry = self.exact[path]
+    if not entry then
+      entry = { methods = {} }
+      self.exact[path] = entry
+    end
+  end
+  entry.methods[method] = handler
+  entry.allow = allow_list(entry.methods)
+end
+
+local function pick(entry, method)
+  local h = entry.methods[method]
+  if not h and method == "HEAD" then h = entry.methods.GET end
+  return h
+end
+
+-- handler, params | nil, nil, allow (the path exists for other methods) | nil (no such path)
+function Router:match(method, path)
+  local e = self.exact[path]
+  if e then
+    local h = pick(e, method)
+    if h then return h, EMPTY end
+    return nil, nil, e.allow
+  end
+  local allow
+  for i = 1, #self.patterns do
+    local r = self.patterns[i]
+    local caps = { path:match(r.pattern) }
+    if caps[1] then
+      local h = pick(r, method)
+      if h then
+        local params = {}
+        for k, name in ipairs(r.names) do params[name] = caps[k] end
+        return h, params
+      end
+      allow = allow or r.allow
+    end
+  end
+  return nil, nil, allow
+end
+
+-- Every route, for listings: { {method=, path=}, ... }
+function Router:routes()
+  local out = {}
+  for path, e in pairs(self.exact) do
+    for m in pairs(e.methods) do out[#out + 1] = { method = m, path = path } end
+  end
+  for _, r in ipairs(self.patterns) do
+    for m in pairs(r.methods) do out[#out + 1] = { method = m, path = r.path } end
+  end
+  table.sort(out, function(a, b) return a.path < b.path or (a.path == b.path and a.method < b.method) end)
+  return out
+end
+
+return M
