@@ -178,6 +178,9 @@ static int run_busted(int argc, char **argv) {
         return 1;
     }
     lua_State *L = runtime_lua(rt);
+    /* Specs provoke errors on purpose: only warnings and errors are worth seeing among results. */
+    const char *level = getenv("LUAGATE_LOG_LEVEL");
+    log_set_level_name(level && *level ? level : "warn");
     lua_createtable(L, argc, 1);
     lua_pushstring(L, "busted");
     lua_rawseti(L, -2, 0);

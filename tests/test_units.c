@@ -1,1 +1,109 @@
-int main(void){return 0;}
+/* Unit tests for the pure C modules: buffers, the Date header, response heads. The I/O paths are
+ * tested for real by the integration suite (tests/integration) against the running binary. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "http_date.h"
+#include "response.h"
+
+static int failures, checks;
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        checks++;                                                                \
+        if (!(cond)) {                                                           \
+            failures++;                                                          \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                        \
+    } while (0)
+
+static void test_buf(void) {
+    gw_buf b = {0};
+    CHECK(buf_append_str(&b, "hello") == 0);
+    CHECK(buf_append(&b, ", world", 7) == 0);
+    CHECK(b.len == 12 && memcmp(b.data, "hello, world", 12) == 0);
+    for (int i = 0; i < 1000; i++) CHECK(buf_append(&b, "0123456789", 10) == 0);
+    CHECK(b.len == 10012 && b.cap >= b.len);
+    buf_consume(&b, 12);
+    CHECK(b.len == 10000 && memcmp(b.data, "0123456789", 10) == 0);
+    buf_reset(&b, 64); /* grew past 64: released */
+    CHECK(b.data == NULL && b.len == 0 && b.cap == 0);
+    CHECK(buf_append_str(&b, "x") == 0);
+    buf_reset(&b, 1 << 20); /* small: kept for reuse */
+    CHECK(b.data != NULL && b.len == 0);
+    buf_free(&b);
+    CHECK(b.data == NULL);
+}
+
+static void test_http_date(void) {
+    gw_http_date d = {0};
+    http_date_update(&d, 784111777); /* RFC 9110's example instant */
+    CHECK(strcmp(d.text, "Sun, 06 Nov 1994 08:49:37 GMT") == 0);
+    CHECK(strlen(d.text) == HTTP_DATE_LEN);
+    http_date_update(&d, 4102444799); /* the last second of 2099 */
+    CHECK(strcmp(d.text, "Thu, 31 Dec 2099 23:59:59 GMT") == 0);
+}
+
+/* The head is not NUL-terminated: search only its own bytes. */
+static int head_has(const gw_buf *b, const char *s) {
+    return memmem(b->data, b->len, s, strlen(s)) != NULL;
+}
+
+static void test_response_head(void) {
+    gw_buf out = {0};
+    gw_header extra[] = {{"Set-Cookie", 10, "a=1", 3}, {"Set-Cookie", 10, "b=2", 3}};
+    gw_response r = {.status = 201, .content_type = "application/json", .content_type_len = 16,
+                     .body = "{}", .body_len = 2, .headers = extra, .nheaders = 2};
+    CHECK(response_format_head(&out, &r, "Sun, 06 Nov 1994 08:49:37 GMT", "abc", true, 1) == 0);
+    const char *want = "HTTP/1.1 201 Created\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+                       "Content-Type: application/json\r\nContent-Length: 2\r\nX-Request-Id: abc\r\n"
+                       "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+    CHECK(out.len == strlen(want) && memcmp(out.data, want, out.len) == 0);
+
+    out.len = 0; /* closing an HTTP/1.1 connection says so; HTTP/1.0 keep-alive says so */
+    gw_response plain = {.status = 404, .body = "", .body_len = 0};
+    CHECK(response_format_head(&out, &plain, "D", NULL, false, 1) == 0);
+    CHECK(head_has(&out, "Connection: close\r\n"));
+    CHECK(head_has(&out, "Content-Length: 0\r\n"));
+    out.len = 0;
+    CHECK(response_format_head(&out, &plain, "D", NULL, true, 0) == 0);
+    CHECK(memcmp(out.data, "HTTP/1.0 404 Not Found\r\n", 24) == 0);
+    CHECK(head_has(&out, "Connection: keep-alive\r\n"));
+
+    out.len = 0; /* 204 and 304 carry no Content-Length */
+    gw_response none = {.status = 204};
+    CHECK(response_format_head(&out, &none, "D", NULL, true, 1) == 0);
+    CHECK(!head_has(&out, "Content-Length"));
+    buf_free(&out);
+
+    CHECK(strcmp(response_reason(431), "Request Header Fields Too Large") == 0);
+    CHECK(strcmp(response_reason(299), "Unknown") == 0);
+}
+
+static void test_header_validation(void) {
+    gw_header ok = {"X-Thing", 7, "a value; with=stuff", 19};
+    gw_header crlf = {"X-Thing", 7, "a\r\nInjected: 1", 15};
+    gw_header lf = {"X-Thing", 7, "a\nb", 3};
+    gw_header nul = {"X-Thing", 7, "a\0b", 3};
+    gw_header badname = {"X Thing", 7, "v", 1};
+    gw_header colon = {"X:Thing", 7, "v", 1};
+    gw_header empty = {"", 0, "v", 1};
+    CHECK(!response_header_invalid(&ok));
+    CHECK(response_header_invalid(&crlf));
+    CHECK(response_header_invalid(&lf));
+    CHECK(response_header_invalid(&nul));
+    CHECK(response_header_invalid(&badname));
+    CHECK(response_header_invalid(&colon));
+    CHECK(response_header_invalid(&empty));
+}
+
+int main(void) {
+    test_buf();
+    test_http_date();
+    test_response_head();
+    test_header_validation();
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+}

@@ -24,6 +24,7 @@ local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
 local app = { router = router.new(), upstreams = {} }
 local current = setmetatable({}, { __mode = "k" }) -- handler coroutine -> its request
+local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 
 ---------------------------------------------------------------------------------------------------
 -- Routes
@@ -151,7 +152,30 @@ local function start(target, path, opts)
   end
   local timeout = opts.timeout or (up and up.timeout) or 30
   local connect_timeout = opts.connect_timeout or (up and up.connect_timeout) or timeout
+  if app.mock then
+    -- A spec's canned answer: still a real op (a zero-length sleep), so the handler yields as it
+    -- would on the network, but the result is the canned one.
+    local res, err = app.mock { method = method:upper(), url = url, upstream = up and target, path = up and path,
+                                headers = lines, body = body, timeout = timeout }
+    local id = core.sleep(0)
+    local co = running()
+    canned[co] = canned[co] or {}
+    canned[co][id] = { res and { status = res.status or 200, headers = res.headers or {}, body = res.body or "" },
+                       err or (not res and "no canned response for " .. method:upper() .. " " .. url) or nil }
+    return id
+  end
   return core.fetch(method:upper(), url, lines, body, timeout, connect_timeout, userpwd)
+end
+
+-- Wait for the next op of this coroutine: id, result, err.
+local function await()
+  local id, res, err = yield(WAIT)
+  local c = canned[running()]
+  if c and c[id] then
+    res, err = c[id][1], c[id][2]
+    c[id] = nil
+  end
+  return id, res, err
 end
 
 local Response = {}
@@ -167,7 +191,7 @@ M.Response = Response
 function M.fetch(target, path, opts)
   local id, err = start(target, path, opts)
   if not id then return nil, err end
-  local _, res, ferr = yield(WAIT)
+  local _, res, ferr = await()
   if res then return setmetatable(res, Response) end
   return nil, ferr
 end
@@ -191,7 +215,7 @@ function M.fetch_all(requests)
     else errors[k] = err end
   end
   while waiting > 0 do
-    local id, res, err = yield(WAIT)
+    local id, res, err = await()
     local k = pending[id]
     if k ~= nil then
       pending[id], waiting = nil, waiting - 1
@@ -211,7 +235,7 @@ function M.fetch_any(requests)
     else errors[k] = err end
   end
   while waiting > 0 do
-    local id, res, err = yield(WAIT)
+    local id, res, err = await()
     local k = pending[id]
     if k ~= nil then
       pending[id], waiting = nil, waiting - 1
@@ -256,11 +280,11 @@ local function not_found(req)
   return 404, json.encode { error = "not found", request_id = req.id }, JSON_TYPE
 end
 
--- Called by the server for each request, in the request's own coroutine.
-local function dispatch(req)
+-- Route one request with router r, in the request's own coroutine.
+local function dispatch_with(r, req)
   setmetatable(req, request_mt)
   setmetatable(req.headers, headers_mt)
-  local handler, params, allow = app.router:match(req.method, req.path)
+  local handler, params, allow = r:match(req.method, req.path)
   if not handler then
     if allow then
       return 405, json.encode { error = "method not allowed", request_id = req.id }, JSON_TYPE, { Allow = allow }
@@ -271,7 +295,16 @@ local function dispatch(req)
   current[running()] = req
   return finish(handler(req))
 end
+
+-- Called by the server for each request.
+local function dispatch(req)
+  return dispatch_with(app.router, req)
+end
 M._dispatch = dispatch
+M._dispatch_with = dispatch_with
+
+-- Specs: answer fetches from fn(call) -> response table | nil, err instead of the network.
+function M._mock_fetch(fn) app.mock = fn end
 
 --- The upstreams this worker knows, by name (from gateway.conf, or set by specs).
 function M.upstreams() return app.upstreams end
@@ -280,6 +313,7 @@ function M.upstreams() return app.upstreams end
 function M._reset(upstreams)
   app.router = router.new()
   app.upstreams = upstreams or {}
+  app.mock = nil
 end
 
 function M._routes() return app.router:routes() end

@@ -11,10 +11,7 @@ decoder.decode_max_depth(100)
 
 local M = { null = cjson.null }
 
--- An empty Lua table is sent as {}; mark it with M.array to send [].
-M.array_mt = cjson.empty_array_mt or {}
-function M.array(t) return setmetatable(t or {}, M.array_mt) end
-
+-- Note: an empty Lua table has no way to say whether it is a list, and is sent as {}.
 function M.encode(value) return encoder.encode(value) end
 
 function M.decode(text)

@@ -1,0 +1,52 @@
+local config = require "luagate.config"
+
+local function write(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+describe("config", function()
+  it("fills defaults and resolves the routes directory next to the file", function()
+    local path = write('listen = "127.0.0.1:9999"\nupstreams = { api = { url = "http://127.0.0.1:1/" } }\n')
+    local conf = assert(config.load(path))
+    os.remove(path)
+    assert.equal("127.0.0.1", conf.host)
+    assert.equal(9999, conf.port)
+    assert.equal("http://127.0.0.1:1", conf.upstreams.api.url) -- trailing slash dropped
+    assert.equal(30, conf.upstreams.api.timeout)
+    assert.matches("/routes$", conf.routes)
+  end)
+
+  local cases = {
+    { 'listen = "127.0.0.1:80"\nlisen = 1\n', ":2: lisen: unknown key" },
+    { 'listen = 8080\n', ":1: listen: expected a string, got integer 8080" },
+    { 'listen = "nowhere"\n', ':1: listen: expected "host:port"' },
+    { 'upstreams = {\n  api = {\n    url = "http://x",\n    timeout = "5",\n  },\n}\n',
+      ':4: upstreams.api.timeout: expected a number, got string "5"' },
+    { 'upstreams = {\n  api = {\n    uri = "http://x",\n  },\n}\n', ":3: upstreams.api.uri: unknown key" },
+    { 'upstreams = { api = { timeout = 1 } }\n', "upstreams.api.url: required key is missing" },
+    { 'max_body_size = 1.5\n', ":1: max_body_size: expected an integer" },
+    { 'log_level = "loud"\n', ":1: log_level: expected one of debug, error, info, warn" },
+    { 'listen = os.getenv("X")\n', ":1: unknown name 'os'" },
+    { 'listen = "a:1"\nlisten = \n', ":3:" },
+  }
+  for _, case in ipairs(cases) do
+    it("refuses " .. case[1]:gsub("\n", "\\n"), function()
+      local path = write(case[1])
+      local conf, err = config.load(path)
+      os.remove(path)
+      assert.is_nil(conf)
+      assert.truthy(err:find(path, 1, true), err)
+      assert.truthy(err:find(case[2], 1, true), "expected '" .. case[2] .. "' in: " .. err)
+    end)
+  end
+
+  it("names a file it cannot open", function()
+    local conf, err = config.load("/nonexistent/gateway.conf")
+    assert.is_nil(conf)
+    assert.matches("/nonexistent/gateway.conf: cannot open", err)
+  end)
+end)

@@ -1,0 +1,117 @@
+-- The concurrency verbs against a real stub upstream on loopback.
+local testing = require "luagate.testing"
+local gw = require "luagate"
+
+describe("fetch", function()
+  local stub
+  setup(function()
+    stub = testing.stub {
+      ["GET /after/:ms"] = function(req)
+        gw.sleep(tonumber(req.params.ms) / 1000)
+        return 200, { waited = tonumber(req.params.ms) }
+      end,
+      ["POST /echo"] = function(req) return 200, req.body, { ["Content-Type"] = req.headers["content-type"] } end,
+      ["GET /cookies"] = function() return 200, "", { ["Set-Cookie"] = { "a=1", "b=2" } } end,
+      ["GET /fail"] = { status = 503 },
+    }
+    testing.load({}, { upstreams = { api = { url = stub.url } } })
+  end)
+  teardown(function() stub.close() end)
+
+  it("fetch_all waits for the slowest, not the sum", function()
+    local t0 = gw.now()
+    local res, errs = testing.run(function()
+      return gw.fetch_all {
+        a = { "api", "/after/300" }, b = { "api", "/after/300" }, c = { "api", "/after/300" },
+        bad = { "api", "//elsewhere" },
+      }
+    end)
+    local took = gw.now() - t0
+    assert.equal(300, res.a:json().waited)
+    assert.equal(300, res.c:json().waited)
+    assert.matches("bad path", errs.bad)
+    assert.is_true(took < 0.8, "three 0.3 s calls took " .. took .. " s")
+  end)
+
+  it("fetch_any returns the first good answer and cancels the rest", function()
+    local t0 = gw.now()
+    local res, key = testing.run(function()
+      return gw.fetch_any { slow = { "api", "/after/2000" }, fail = { "api", "/fail" }, fast = { "api", "/after/50" } }
+    end)
+    assert.equal("fast", key)
+    assert.equal(50, res:json().waited)
+    assert.is_true(gw.now() - t0 < 1.5)
+    assert.equal(0, testing.upstream_stats().active) -- the slow one was cancelled
+  end)
+
+  it("fetch by URL with a method, a JSON body and a per-call timeout", function()
+    local res = testing.run(function()
+      return gw.fetch(stub.url .. "/echo", { method = "POST", body = { n = 1 } })
+    end)
+    assert.equal(200, res.status)
+    assert.same({ n = 1 }, res:json())
+    local ok, err = testing.run(function() return gw.fetch("api", "/after/1000", { timeout = 0.1 }) end)
+    assert.is_nil(ok)
+    assert.matches("^timeout", err)
+  end)
+
+  it("keeps repeated response headers as a list", function()
+    local res = testing.run(function() return gw.fetch("api", "/cookies") end)
+    assert.same({ "a=1", "b=2" }, res.headers["set-cookie"])
+  end)
+
+  it("reuses upstream connections (keep-alive)", function()
+    testing.run(function() return gw.fetch("api", "/after/0") end)
+    local before = testing.upstream_stats().connections_opened
+    for _ = 1, 5 do testing.run(function() return gw.fetch("api", "/after/0") end) end
+    assert.equal(before, testing.upstream_stats().connections_opened)
+  end)
+
+  it("refuses header values with CR or LF", function()
+    local res, err = testing.run(function()
+      return gw.fetch("api", "/after/0", { headers = { ["X-Evil"] = "a\r\nInjected: 1" } })
+    end)
+    assert.is_nil(res)
+    assert.matches("CR or LF", err)
+  end)
+
+  it("fails with a clear error outside a handler", function()
+    assert.has_error(function() gw.fetch("api", "/after/0") end)
+    local ok, err = pcall(gw.fetch, "api", "/after/0")
+    assert.is_false(ok)
+    assert.matches("only inside a request handler", err)
+  end)
+
+  it("fails with a clear error inside a C call such as a string.gsub callback", function()
+    local ok, err = pcall(testing.run, function()
+      return ("x"):gsub("x", function() return gw.fetch("api", "/after/0") end)
+    end)
+    assert.is_false(ok)
+    assert.matches("C function is on the call stack", err)
+  end)
+
+  it("sleeps without blocking: two sleeps in parallel fetches overlap", function()
+    local t0 = gw.now()
+    testing.run(function() gw.sleep(0.1) end)
+    assert.is_true(gw.now() - t0 >= 0.09)
+  end)
+end)
+
+describe("mock_fetch", function()
+  after_each(function() testing.unmock_fetch() end)
+
+  it("answers the proxy route from canned responses, through a real yield", function()
+    testing.load("routes/proxy.lua", { upstreams = { api = { url = "http://api.invalid" } } })
+    local calls = testing.mock_fetch { ["GET /json"] = { status = 201, body = { canned = true } } }
+    local res = testing.get("/v1/proxy?path=/json")
+    assert.equal(201, res.status)
+    assert.same({ canned = true }, res:json())
+    assert.equal("http://api.invalid/json", calls[1].url)
+  end)
+
+  it("fails unknown calls like a refused connection", function()
+    testing.load("routes/proxy.lua", { upstreams = { api = { url = "http://api.invalid" } } })
+    testing.mock_fetch {}
+    assert.equal(502, testing.get("/v1/proxy?path=/other").status)
+  end)
+end)
