@@ -1,5 +1,6 @@
 /* Unit tests for the pure C modules: buffers, the Date header, response heads. The I/O paths are
  * tested for real by the integration suite (tests/integration) against the running binary. */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
