@@ -1,0 +1,530 @@
+"""Test harness for luagate's integration tests: the real binary, on loopback, Python stdlib only.
+
+    gw = Gateway(settings={"max_body_size": 1000}).start()
+    status, headers, body = gw.request("GET", "/hello")
+    with gw.connect() as c:                       # a raw socket
+        c.send(b"GET /hello HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        r = c.read_response()
+    rc = gw.stop()                                # SIGTERM, returns the exit code
+    gw.close()                                    # kills it if still alive, removes the temp dir
+
+The binary is $LUAGATE_BIN, by default <repo>/build/luagate. Set LUAGATE_KEEP_TMP=1 to keep each
+gateway's temp dir (config, routes, stderr log) for inspection.
+"""
+import email.utils
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+ROUTES = os.path.join(REPO, "routes")
+LUAGATE_BIN = os.environ.get("LUAGATE_BIN") or os.path.join(REPO, "build", "luagate")
+
+DEMO_AUTH = {"user": "demo", "password": "demo-secret"}
+# "Basic " + base64("demo:demo-secret")
+DEMO_AUTH_HEADER = "Basic ZGVtbzpkZW1vLXNlY3JldA=="
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 15.0
+
+# An extra route script the tests add next to the shipped ones: it logs when each handler that a
+# script registered with gw.route starts (demo.lua registers through gw.route), so that a test can
+# wait, by polling the log, until a request is really in flight inside the gateway. Its name sorts
+# before the shipped scripts so that its wrapper is in place when they load.
+PROBE_ROUTE = r'''
+local gw = require "luagate"
+local route = gw.route
+gw.route = function(method, path, handler)
+  return route(method, path, function(req, ...)
+    gw.log("probe: start " .. req.method .. " " .. req.path)
+    return handler(req, ...)
+  end)
+end
+'''
+
+
+def binary_available():
+    return os.path.isfile(LUAGATE_BIN) and os.access(LUAGATE_BIN, os.X_OK)
+
+
+def require_binary(testcase_cls):
+    """Class decorator: skip (loudly) when the binary has not been built."""
+    return unittest.skipUnless(binary_available(), "luagate binary not found at %s (set LUAGATE_BIN)"
+                               % LUAGATE_BIN)(testcase_cls)
+
+
+def free_port():
+    """A loopback port nobody listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def to_lua(value, indent=""):
+    """A Python value as a Lua literal (str, int, float, bool, dict with name keys, list)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        out = ['"']
+        for ch in value:
+            if ch in '"\\':
+                out.append("\\" + ch)
+            elif ch == "\n":
+                out.append("\\n")
+            elif ord(ch) < 32:
+                out.append("\\%03d" % ord(ch))
+            else:
+                out.append(ch)
+        out.append('"')
+        return "".join(out)
+    if isinstance(value, dict):
+        items = ["%s = %s" % (k, to_lua(v)) for k, v in value.items()]
+        return "{ " + ", ".join(items) + " }"
+    if isinstance(value, (list, tuple)):
+        return "{ " + ", ".join(to_lua(v) for v in value) + " }"
+    if isinstance(value, LuaRaw):
+        return value.text
+    raise TypeError("cannot write %r as Lua" % (value,))
+
+
+class LuaRaw:
+    """Lua source written as is into a config (e.g. a deliberately wrong expression)."""
+
+    def __init__(self, text):
+        self.text = text
+
+
+def write_file(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def run_luagate(args, cwd=None, timeout=20):
+    """Run the binary to completion (for -t, --help, bad configs): CompletedProcess with text."""
+    return subprocess.run([LUAGATE_BIN] + list(args), cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+
+def wait_until(predicate, timeout, interval=0.01, message="condition"):
+    """Poll predicate() until it is truthy; returns its value or raises AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, message))
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# Raw HTTP over a socket
+
+class Response:
+    """One parsed HTTP response."""
+
+    def __init__(self, version, status, reason, header_list, body, raw):
+        self.version = version          # "HTTP/1.1"
+        self.status = status            # 200
+        self.reason = reason            # "OK"
+        self.header_list = header_list  # [(name, value)] as sent
+        self.body = body                # bytes
+        self.raw = raw                  # the bytes of the whole response
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.header_list:
+            if k.lower() == name:
+                return v
+        return default
+
+    def headers_named(self, name):
+        name = name.lower()
+        return [v for k, v in self.header_list if k.lower() == name]
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<Response %s %d %r %r>" % (self.version, self.status, self.header_list, self.body[:200])
+
+
+class ConnectionClosed(Exception):
+    """The peer closed before a whole response arrived."""
+
+
+class RawConn:
+    """A client socket with a read buffer, for bytes-exact requests and responses."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = b""
+        self.eof = False
+        self.reset = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        """Read more into buf; False on EOF/reset. Raises socket.timeout past the deadline."""
+        if self.eof:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out waiting for the response")
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            self.eof = self.reset = True
+            return False
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def read_response(self, head=False, timeout=None):
+        """Read one response. head=True: the request was HEAD (no body whatever the headers say)."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise ConnectionClosed("connection closed after %r" % self.buf)
+        end = self.buf.index(b"\r\n\r\n")
+        head_bytes = self.buf[:end].decode("latin-1")
+        lines = head_bytes.split("\r\n")
+        m = re.match(r"^(HTTP/\d\.\d) (\d{3}) ?(.*)$", lines[0])
+        if not m:
+            raise AssertionError("bad status line %r" % lines[0])
+        version, status, reason = m.group(1), int(m.group(2)), m.group(3)
+        header_list = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise AssertionError("bad header line %r in %r" % (line, head_bytes))
+            header_list.append((name, value.strip()))
+        pos = end + 4
+        lengths = [v for k, v in header_list if k.lower() == "content-length"]
+        chunked = any(k.lower() == "transfer-encoding" and "chunked" in v.lower() for k, v in header_list)
+        if head or status < 200 or status in (204, 304):
+            body_len = 0
+        elif lengths:
+            body_len = int(lengths[0])
+        elif chunked:
+            raise AssertionError("luagate is not expected to send chunked responses: %r" % head_bytes)
+        else:
+            body_len = None  # until close
+        if body_len is None:
+            while self._fill(deadline):
+                pass
+            body_len = len(self.buf) - pos
+        while len(self.buf) < pos + body_len:
+            if not self._fill(deadline):
+                raise ConnectionClosed("connection closed in the body: %r" % self.buf)
+        raw = self.buf[:pos + body_len]
+        body = self.buf[pos:pos + body_len]
+        self.buf = self.buf[pos + body_len:]
+        return Response(version, status, reason, header_list, body, raw)
+
+    def read_responses(self, n, timeout=None):
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        return [self.read_response(timeout=max(0.0, deadline - time.monotonic())) for _ in range(n)]
+
+    def read_until_closed(self, timeout=None):
+        """Everything until the peer closes: bytes. Raises socket.timeout if it does not close."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while self._fill(deadline):
+            pass
+        data, self.buf = self.buf, b""
+        return data
+
+    def is_closed_by_peer(self, timeout=2.0):
+        """True when the peer closes (FIN or RST) within timeout with no more bytes; False when it
+        is still open at the deadline. Extra bytes raise AssertionError."""
+        try:
+            rest = self.read_until_closed(timeout)
+        except socket.timeout:
+            return False
+        if rest:
+            raise AssertionError("unexpected bytes before close: %r" % rest)
+        return True
+
+
+def request_bytes(method, target, headers=None, body=b"", version="HTTP/1.1", host="test"):
+    """A request as bytes. headers: list of (name, value) or dict; Host and Content-Length are
+    added (unless given, or host is None, or there is no body for Content-Length)."""
+    hs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    names = {k.lower() for k, _ in hs}
+    if host is not None and "host" not in names:
+        hs.insert(0, ("Host", host))
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if body and "content-length" not in names and "transfer-encoding" not in names:
+        hs.append(("Content-Length", str(len(body))))
+    out = "%s %s %s\r\n" % (method, target, version)
+    out += "".join("%s: %s\r\n" % (k, v) for k, v in hs)
+    return out.encode("latin-1") + b"\r\n" + body
+
+
+def chunked(body, sizes):
+    """body as chunked transfer coding, cut into the given chunk sizes (then the rest)."""
+    out, pos = b"", 0
+    for n in sizes:
+        piece = body[pos:pos + n]
+        if not piece:
+            break
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+        pos += n
+    if pos < len(body):
+        out += b"%x\r\n%s\r\n" % (len(body) - pos, body[pos:])
+    return out + b"0\r\n\r\n"
+
+
+def parse_http_date(value):
+    """The datetime of an IMF-fixdate (RFC 9110 5.6.7), or AssertionError."""
+    if not re.match(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|"
+                    r"Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$", value or ""):
+        raise AssertionError("not an IMF-fixdate: %r" % value)
+    return email.utils.parsedate_to_datetime(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The gateway process
+
+class Gateway:
+    """One luagate process with its own temp dir, config and stderr log.
+
+    settings: top-level config keys to add or override (values as Python, or LuaRaw).
+    api: dict merged over the default "api" upstream (which points at this gateway's own /demo),
+         or None to drop it. upstreams: extra upstreams by name.
+    extra_routes: {"name.lua": source} written next to copies of the shipped route scripts.
+    probe: add PROBE_ROUTE (logs "probe: start METHOD PATH" when a gw.route handler starts).
+    """
+
+    def __init__(self, settings=None, api=None, upstreams=None, extra_routes=None, probe=False,
+                 log_level="info", no_api=False):
+        self.settings = dict(settings or {})
+        self.api = dict(api or {})
+        self.no_api = no_api
+        self.upstreams = dict(upstreams or {})
+        self.extra_routes = dict(extra_routes or {})
+        if probe:
+            self.extra_routes["00_test_probe.lua"] = PROBE_ROUTE
+        self.log_level = log_level
+        self.dir = tempfile.mkdtemp(prefix="luagate-it-")
+        self.conf_path = os.path.join(self.dir, "gw.conf")
+        self.log_path = os.path.join(self.dir, "stderr.log")
+        self.out_path = os.path.join(self.dir, "stdout.log")
+        self.proc = None
+        self.port = None
+        self.returncode = None
+        if self.extra_routes:
+            self.routes_dir = os.path.join(self.dir, "routes")
+            os.mkdir(self.routes_dir)
+            for name in os.listdir(ROUTES):
+                if name.endswith(".lua"):
+                    shutil.copy(os.path.join(ROUTES, name), self.routes_dir)
+            for name, src in self.extra_routes.items():
+                write_file(os.path.join(self.routes_dir, name), src)
+        else:
+            self.routes_dir = ROUTES
+
+    # -- config
+
+    def config_text(self, port):
+        lines = ['listen = "127.0.0.1:%d"' % port, "routes = %s" % to_lua(self.routes_dir)]
+        ups = {}
+        if not self.no_api:
+            api = {"url": "http://127.0.0.1:%d/demo" % port, "timeout": 10, "connect_timeout": 2,
+                   "auth": dict(DEMO_AUTH)}
+            api.update(self.api)
+            ups["api"] = {k: v for k, v in api.items() if v is not None}
+        ups.update(self.upstreams)
+        lines.append("upstreams = %s" % to_lua(ups))
+        settings = {"log_level": self.log_level}
+        settings.update(self.settings)
+        for k, v in settings.items():
+            lines.append("%s = %s" % (k, to_lua(v)))
+        return "\n".join(lines) + "\n"
+
+    # -- life cycle
+
+    def start(self):
+        last = ""
+        for _ in range(5):  # another process may take the free port before we bind it
+            self.port = free_port()
+            write_file(self.conf_path, self.config_text(self.port))
+            with open(self.log_path, "wb") as err, open(self.out_path, "wb") as out:
+                self.proc = subprocess.Popen([LUAGATE_BIN, "-c", self.conf_path], stdout=out,
+                                             stderr=err, stdin=subprocess.DEVNULL, cwd=self.dir)
+            if self._wait_accepting():
+                return self
+            last = self.log()
+            self.proc.wait(5)
+            if "address already in use" not in last.lower():
+                break
+        raise AssertionError("luagate did not start (exit %s); stderr:\n%s\nconfig:\n%s"
+                             % (self.proc.returncode, last, self.config_text(self.port)))
+
+    def _wait_accepting(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    pass
+                # Ours, not another process's: it logs that it listens on this port.
+                if ":%d (config" % self.port in self.log():
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.01)
+        return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=STOP_TIMEOUT):
+        self.returncode = self.proc.wait(timeout)
+        return self.returncode
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Signal (SIGTERM) and wait: the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def close(self):
+        """Kill if still alive, remove the temp dir."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if not os.environ.get("LUAGATE_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- the log
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern, timeout=5.0, flags=0):
+        """Poll stderr until the regex matches: the match."""
+        rx = re.compile(pattern, flags)
+
+        def found():
+            return rx.search(self.log())
+
+        try:
+            return wait_until(found, timeout, message="log %r" % pattern)
+        except AssertionError:
+            raise AssertionError("log never matched %r; stderr:\n%s" % (pattern, self.log()[-4000:]))
+
+    def sanitizer_report(self):
+        log = self.log()
+        m = re.search(r"(ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:|handles left open)", log)
+        return log[m.start():m.start() + 3000] if m else None
+
+    # -- clients
+
+    def connect(self, timeout=5.0):
+        return RawConn(self.port, timeout=timeout)
+
+    def raw(self, data, n=1, timeout=5.0, head=False):
+        """Send bytes on a new connection, read n responses: list (or the one when n == 1)."""
+        with self.connect(timeout) as c:
+            c.send(data)
+            if n == 1:
+                return c.read_response(head=head)
+            return c.read_responses(n)
+
+    def request(self, method, path, body=None, headers=None, timeout=10.0):
+        """With http.client on a new connection: (status, HTTPMessage headers, body bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, r.headers, r.read()
+        finally:
+            conn.close()
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+
+class GatewayTestCase(unittest.TestCase):
+    """One gateway for the whole class (GATEWAY_ARGS are Gateway's keyword arguments). At the end it
+    is stopped with SIGTERM and must exit 0 with no sanitizer report: a crash fails the class."""
+
+    GATEWAY_ARGS = {}
+    gw = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not binary_available():
+            raise unittest.SkipTest("luagate binary not found at %s (set LUAGATE_BIN)" % LUAGATE_BIN)
+        cls.gw = Gateway(**cls.GATEWAY_ARGS)
+        try:
+            cls.gw.start()
+        except Exception:
+            cls.gw.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        gw = cls.gw
+        if gw is None:
+            return
+        try:
+            alive = gw.alive()
+            rc = gw.stop() if alive else gw.proc.returncode
+            report = gw.sanitizer_report()
+            if not alive or rc != 0 or report:
+                raise AssertionError("%s: luagate %s (exit %s)%s\nstderr tail:\n%s" % (
+                    cls.__name__, "was still running at the end" if alive else "died during the tests",
+                    rc, "\n" + report if report else "", gw.log()[-3000:]))
+        finally:
+            gw.close()
