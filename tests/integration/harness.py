@@ -523,8 +523,8 @@ class GatewayTestCase(unittest.TestCase):
             rc = gw.stop() if alive else gw.proc.returncode
             report = gw.sanitizer_report()
             if not alive or rc != 0 or report:
-                raise AssertionError("%s: luagate %s (exit %s)%s\nstderr tail:\n%s" % (
-                    cls.__name__, "was still running at the end" if alive else "died during the tests",
-                    rc, "\n" + report if report else "", gw.log()[-3000:]))
+                what = ("exited with %s on SIGTERM" % rc) if alive else ("died during the tests (exit %s)" % rc)
+                raise AssertionError("%s: luagate %s%s\nstderr tail:\n%s" % (
+                    cls.__name__, what, "\n" + report if report else "", gw.log()[-3000:]))
         finally:
             gw.close()
