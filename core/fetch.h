@@ -23,6 +23,7 @@ typedef struct gw_fetch_request {
     long timeout_ms;         /* whole transfer; 0: none */
     long connect_timeout_ms; /* 0: libcurl's default */
     const char *userpwd;     /* "user:password" for basic auth, or NULL */
+    bool no_reuse;           /* close the connection afterwards instead of keeping it alive */
 } gw_fetch_request;
 
 typedef struct gw_fetch_result {

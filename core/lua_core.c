@@ -112,7 +112,8 @@ static void on_fetch_done(const gw_fetch_result *res, void *data) {
     task_resume(t, 2);
 }
 
-/* core.fetch(method, url, header_lines, body, timeout_s, connect_timeout_s, userpwd) -> id | nil, err */
+/* core.fetch(method, url, header_lines, body, timeout_s, connect_timeout_s, userpwd, no_reuse)
+ *   -> id | nil, err */
 static int l_fetch(lua_State *L) {
     gw_task *t = op_owner(L, "fetch");
     gw_runtime *rt = runtime_of(L);
@@ -123,6 +124,7 @@ static int l_fetch(lua_State *L) {
     r.timeout_ms = ms_of(L, 5);
     r.connect_timeout_ms = ms_of(L, 6);
     r.userpwd = luaL_optstring(L, 7, NULL);
+    r.no_reuse = lua_toboolean(L, 8);
 
     const char *lines[64];
     if (lua_istable(L, 3)) {

@@ -1,42 +1,18 @@
 -- A small demo API served by luagate itself under /demo, so that the default gateway.conf can
--- point its "api" upstream at this same process and /v1/proxy works with no other service.
--- It checks the basic-auth credentials that gateway.conf gives the "api" upstream.
+-- point its upstreams at this same process and the shipped routes work with no other service.
+-- Every /demo route asks for the basic-auth credentials gateway.conf gives those upstreams: the
+-- per-route middleware gw.auth.basic answers 401 before the handler runs otherwise.
 local gw = require "luagate"
 
-local USER, PASSWORD = "demo", "demo-secret"
-
-local function authorised(req)
-  local auth = req.headers.authorization
-  local b64 = auth and auth:match("^Basic%s+(%S+)$")
-  if not b64 then return false end
-  local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-  local bits = b64:gsub("=", ""):gsub(".", function(c)
-    local i = chars:find(c, 1, true)
-    if not i then return "" end
-    local n, s = i - 1, ""
-    for b = 5, 0, -1 do s = s .. (math.floor(n / 2 ^ b) % 2) end
-    return s
-  end)
-  local decoded = bits:gsub("%d%d%d%d%d%d%d%d", function(byte) return string.char(tonumber(byte, 2)) end)
-  return decoded:sub(1, math.floor(#bits / 8)) == USER .. ":" .. PASSWORD
-end
-
-local function demo(method, path, handler)
-  gw.route(method, path, function(req)
-    if not authorised(req) then
-      return 401, { error = "demo API: basic auth required" }, { ["WWW-Authenticate"] = 'Basic realm="demo"' }
-    end
-    return handler(req)
-  end)
-end
+local auth = gw.auth.basic { realm = "demo", users = { demo = "demo-secret" } }
 
 -- GET /demo/json: a fixed document.
-demo("GET", "/demo/json", function()
+gw.get("/demo/json", auth, function()
   return 200, { ok = true, items = { 1, 2, 3 }, name = "demo" }
 end)
 
 -- GET /demo/slow?s=1: answers after s seconds (a slow upstream), without blocking anything else.
-demo("GET", "/demo/slow", function(req)
+gw.get("/demo/slow", auth, function(req)
   local s = tonumber(req.query.s) or 1
   gw.sleep(math.min(math.max(s, 0), 60))
   return 200, { ok = true, slow = true, seconds = s }
@@ -49,12 +25,29 @@ local function echo(req)
     request_id = req.headers["x-request-id"],
   }
 end
-demo("GET", "/demo/echo", echo)
-demo("POST", "/demo/echo", echo)
+gw.get("/demo/echo", auth, echo)
+gw.post("/demo/echo", auth, echo)
 
 -- GET /demo/status/:code: answers with that status.
-demo("GET", "/demo/status/:code", function(req)
+gw.get("/demo/status/:code", auth, function(req)
   local code = tonumber(req.params.code)
   if not code or code < 200 or code > 599 then return 400, { error = "code must be 200..599" } end
   return code, { status = code }
+end)
+
+-- Three small "services" for the aggregation route (/v1/dashboard): a profile, orders, and
+-- recommendations, each a little slow so that fetching them at once visibly pays.
+gw.get("/demo/users/:id", auth, function(req)
+  gw.sleep(0.05)
+  return 200, { id = req.params.id, name = "User " .. req.params.id }
+end)
+
+gw.get("/demo/orders", auth, function(req)
+  gw.sleep(0.05)
+  return 200, { { id = 1, user = req.query.user, total = 42.5 }, { id = 2, user = req.query.user, total = 7 } }
+end)
+
+gw.get("/demo/recommendations", auth, function(req)
+  gw.sleep(0.05)
+  return 200, { { sku = "lua-book", score = 0.9 }, { sku = "c-book", score = 0.8 } }
 end)

@@ -29,6 +29,7 @@ local upstream_fields = {
   auth = { type = "table", fields = {
     user = { type = "string" }, password = { type = "string" }, bearer = { type = "string" },
   } },
+  keepalive = { type = "boolean", default = true, doc = "reuse connections to it" },
 }
 
 local top_fields = {
@@ -43,6 +44,10 @@ local top_fields = {
   backlog = { type = "integer", default = 511, min = 1 },
   upstream_keepalive = { type = "integer", default = 256, min = 1 },
   upstreams = { type = "table", default = {}, map = { type = "table", fields = upstream_fields } },
+  credentials = { type = "table", default = {}, fields = {
+    api_keys = { type = "table", default = {}, map = { type = "string" } }, -- consumer name -> key
+    basic = { type = "table", default = {}, map = { type = "string" } },    -- user -> password
+  } },
 }
 
 -- Where a key is written: top-level assignments are recorded as they run; nested keys are found

@@ -15,6 +15,7 @@ local core = require "luagate.core"
 local json = require "luagate.json"
 local request = require "luagate.request"
 local router = require "luagate.router"
+local middleware = require "luagate.middleware"
 
 local M = { version = core.version, json = json }
 
@@ -22,7 +23,7 @@ local WAIT, yield, running = core.WAIT, coroutine.yield, coroutine.running
 local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
-local app = { router = router.new(), upstreams = {} }
+local app = { router = router.new(), upstreams = {}, befores = {}, afters = {} }
 local current = setmetatable({}, { __mode = "k" }) -- handler coroutine -> its request
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 
@@ -31,11 +32,73 @@ local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {r
 
 --- Register handler(req) for method and path. Paths may hold ":name" segments and a final
 --- "*name"; their values are in req.params. The handler returns status, body, headers.
-function M.route(method, path, handler)
+--- Middleware may come between path and handler: gw.get(path, mw1, mw2, handler).
+function M.route(method, path, ...)
+  local n = select("#", ...)
+  local handler = select(n, ...)
+  if n > 1 then handler = M.chain({ ... }, n - 1, handler) end
   app.router:add(method:upper(), path, handler)
 end
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
-  M[m] = function(path, handler) app.router:add(m:upper(), path, handler) end
+  local method = m:upper()
+  M[m] = function(path, ...) return M.route(method, path, ...) end
+end
+
+---------------------------------------------------------------------------------------------------
+-- Middleware: a table { before = function(req), after = function(req, res) } (a plain function
+-- is a `before`). before may answer for the handler by returning status, body, headers (an auth
+-- check answering 401); after may change res.status, res.body (a table is still a table here)
+-- and res.headers, for every answer, including those of other middleware.
+
+local function as_middleware(mw)
+  if type(mw) == "function" then return { before = mw } end
+  if type(mw) ~= "table" or (mw.before == nil and mw.after == nil) then
+    error("middleware is a function(req) or a table { before =, after = }", 3)
+  end
+  return mw
+end
+
+local function run_after(afters, req, status, body, headers)
+  local res = { status = status or 200, body = body, headers = headers or {} }
+  for i = #afters, 1, -1 do afters[i](req, res) end
+  return res.status, res.body, res.headers
+end
+
+-- The handler wrapped in the first n middleware of list: befores in order, afters in reverse.
+function M.chain(list, n, handler)
+  local befores, afters = {}, {}
+  for i = 1, n do
+    local mw = as_middleware(list[i])
+    if mw.before then befores[#befores + 1] = mw.before end
+    if mw.after then afters[#afters + 1] = mw.after end
+  end
+  return function(req)
+    local status, body, headers
+    for i = 1, #befores do
+      status, body, headers = befores[i](req)
+      if status ~= nil then break end
+    end
+    if status == nil then status, body, headers = handler(req) end
+    if afters[1] then status, body, headers = run_after(afters, req, status, body, headers) end
+    return status, body, headers
+  end
+end
+
+local function credentials() return app.credentials or {} end
+
+--- Shipped middleware: gw.cors(opts), gw.auth.api_key(opts), gw.auth.basic(opts).
+M.cors = middleware.cors
+M.auth = {
+  api_key = function(opts) return middleware.auth.api_key(opts, credentials) end,
+  basic = function(opts) return middleware.auth.basic(opts, credentials) end,
+}
+
+--- Apply middleware to every request, in the order given, before routing: a global before runs
+--- even when no route matches (so CORS can answer a preflight), a global after sees every answer.
+function M.use(mw)
+  mw = as_middleware(mw)
+  if mw.before then app.befores[#app.befores + 1] = mw.before end
+  if mw.after then app.afters[#app.afters + 1] = mw.after end
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -164,7 +227,7 @@ local function start(target, path, opts)
                        err or (not res and "no canned response for " .. method:upper() .. " " .. url) or nil }
     return id
   end
-  return core.fetch(method:upper(), url, lines, body, timeout, connect_timeout, userpwd)
+  return core.fetch(method:upper(), url, lines, body, timeout, connect_timeout, userpwd, up and not up.keepalive)
 end
 
 -- Wait for the next op of this coroutine: id, result, err.
@@ -276,29 +339,36 @@ M.now = core.now
 
 local headers_mt, request_mt = request.headers_mt, request.mt
 
-local function not_found(req)
-  return 404, json.encode { error = "not found", request_id = req.id }, JSON_TYPE
-end
-
 -- Route one request with router r, in the request's own coroutine.
-local function dispatch_with(r, req)
-  setmetatable(req, request_mt)
-  setmetatable(req.headers, headers_mt)
+local function route(r, req)
   local handler, params, allow = r:match(req.method, req.path)
   if not handler then
-    if allow then
-      return 405, json.encode { error = "method not allowed", request_id = req.id }, JSON_TYPE, { Allow = allow }
-    end
-    return not_found(req)
+    if allow then return 405, { error = "method not allowed", request_id = req.id }, { Allow = allow } end
+    return 404, { error = "not found", request_id = req.id }
   end
   req.params = params
+  return handler(req)
+end
+
+local function dispatch_with(r, req, befores, afters)
+  setmetatable(req, request_mt)
+  setmetatable(req.headers, headers_mt)
   current[running()] = req
-  return finish(handler(req))
+  local status, body, headers
+  if befores and befores[1] then
+    for i = 1, #befores do
+      status, body, headers = befores[i](req)
+      if status ~= nil then break end
+    end
+  end
+  if status == nil then status, body, headers = route(r, req) end
+  if afters and afters[1] then status, body, headers = run_after(afters, req, status, body, headers) end
+  return finish(status, body, headers)
 end
 
 -- Called by the server for each request.
 local function dispatch(req)
-  return dispatch_with(app.router, req)
+  return dispatch_with(app.router, req, app.befores, app.afters)
 end
 M._dispatch = dispatch
 M._dispatch_with = dispatch_with
@@ -310,9 +380,11 @@ function M._mock_fetch(fn) app.mock = fn end
 function M.upstreams() return app.upstreams end
 
 -- Forget every route and upstream (specs load scripts into a fresh app).
-function M._reset(upstreams)
+function M._reset(upstreams, creds)
   app.router = router.new()
   app.upstreams = upstreams or {}
+  app.credentials = creds or {}
+  app.befores, app.afters = {}, {}
   app.mock = nil
 end
 
@@ -338,7 +410,7 @@ end
 
 -- Start-up: take the checked config, load the route scripts, return the dispatcher.
 function M._boot(conf)
-  M._reset(conf.upstreams)
+  M._reset(conf.upstreams, conf.credentials)
   app.config = conf
   package.path = conf.routes .. "/?.lua;" .. package.path
   local n = M._load_routes(conf.routes)

@@ -21,12 +21,12 @@ T.timeout = 10
 --- A URL where nothing listens: fetches to it are refused at once.
 T.closed_url = "http://127.0.0.1:1"
 
---- Load route scripts into a fresh app. opts.upstreams: as in gateway.conf.
+--- Load route scripts into a fresh app. opts.upstreams, opts.credentials: as in gateway.conf.
 function T.load(scripts, opts)
   if type(scripts) == "string" then scripts = { scripts } end
   opts = opts or {}
-  local conf = assert(config.check({ upstreams = opts.upstreams or {} }, "spec"))
-  gw._reset(conf.upstreams)
+  local conf = assert(config.check({ upstreams = opts.upstreams or {}, credentials = opts.credentials }, "spec"))
+  gw._reset(conf.upstreams, conf.credentials)
   for _, path in ipairs(scripts) do
     local chunk = assert(loadfile(path))
     chunk()

@@ -327,10 +327,14 @@ class Gateway:
          or None to drop it. upstreams: extra upstreams by name.
     extra_routes: {"name.lua": source} written next to copies of the shipped route scripts.
     probe: add PROBE_ROUTE (logs "probe: start METHOD PATH" when a gw.route handler starts).
+    routes_setting: the config's routes value as written (default: the absolute routes dir).
+    cwd: the process's working directory (default: its temp dir).
     """
 
     def __init__(self, settings=None, api=None, upstreams=None, extra_routes=None, probe=False,
-                 log_level="info", no_api=False):
+                 log_level="info", no_api=False, routes_setting=None, cwd=None):
+        self.routes_setting = routes_setting
+        self.cwd = cwd
         self.settings = dict(settings or {})
         self.api = dict(api or {})
         self.no_api = no_api
@@ -360,7 +364,8 @@ class Gateway:
     # -- config
 
     def config_text(self, port):
-        lines = ['listen = "127.0.0.1:%d"' % port, "routes = %s" % to_lua(self.routes_dir)]
+        routes = self.routes_setting if self.routes_setting is not None else self.routes_dir
+        lines = ['listen = "127.0.0.1:%d"' % port, "routes = %s" % to_lua(routes)]
         ups = {}
         if not self.no_api:
             api = {"url": "http://127.0.0.1:%d/demo" % port, "timeout": 10, "connect_timeout": 2,
@@ -384,7 +389,7 @@ class Gateway:
             write_file(self.conf_path, self.config_text(self.port))
             with open(self.log_path, "wb") as err, open(self.out_path, "wb") as out:
                 self.proc = subprocess.Popen([LUAGATE_BIN, "-c", self.conf_path], stdout=out,
-                                             stderr=err, stdin=subprocess.DEVNULL, cwd=self.dir)
+                                             stderr=err, stdin=subprocess.DEVNULL, cwd=self.cwd or self.dir)
             if self._wait_accepting():
                 return self
             last = self.log()
@@ -413,7 +418,7 @@ class Gateway:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def signal(self, sig=signal.SIGTERM):
+    def send_signal(self, sig):
         self.proc.send_signal(sig)
 
     def wait(self, timeout=STOP_TIMEOUT):
