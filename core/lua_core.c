@@ -5,6 +5,7 @@
  * the loop resumes the coroutine with (id, results...) when the op completes. Ops may only be
  * started by the running handler's own coroutine, and only where it can yield. */
 #include <dirent.h>
+#include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,10 +127,11 @@ static int l_fetch(lua_State *L) {
     r.userpwd = luaL_optstring(L, 7, NULL);
     r.no_reuse = lua_toboolean(L, 8);
 
-    const char *lines[64];
+    const char *lines[65];
+    size_t n = 0;
     if (lua_istable(L, 3)) {
-        size_t n = lua_objlen(L, 3);
-        if (n > sizeof lines / sizeof lines[0]) n = sizeof lines / sizeof lines[0];
+        n = lua_objlen(L, 3);
+        if (n > 64) n = 64;
         for (size_t i = 0; i < n; i++) {
             lua_rawgeti(L, 3, (int)i + 1);
             lines[i] = lua_tostring(L, -1); /* the table keeps the string alive */
@@ -140,9 +142,14 @@ static int l_fetch(lua_State *L) {
                 return 2;
             }
         }
-        r.headers = lines;
-        r.nheaders = n;
     }
+    char id_line[96];
+    if (t->id[0]) { /* the request id travels with every call the request makes */
+        snprintf(id_line, sizeof id_line, "X-Request-Id: %s", t->id);
+        lines[n++] = id_line;
+    }
+    r.headers = lines;
+    r.nheaders = n;
     gw_op *op = op_new(t, OP_FETCH);
     if (!op) return luaL_error(L, "fetch: out of memory");
     const char *err = NULL;
@@ -208,7 +215,10 @@ static int l_now(lua_State *L) {
 static int l_log(lua_State *L) {
     static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
     int level = luaL_checkoption(L, 1, "info", levels);
-    if (log_enabled(level)) log_msg(level, "%s", luaL_checkstring(L, 2));
+    if (!log_enabled(level)) return 0;
+    gw_task *t = runtime_of(L)->current;
+    if (t && t->id[0]) log_msg(level, "request %s: %s", t->id, luaL_checkstring(L, 2));
+    else log_msg(level, "%s", luaL_checkstring(L, 2));
     return 0;
 }
 
@@ -335,16 +345,18 @@ static void on_run_deadline(uv_timer_t *timer) {
     rt->run_timed_out = true;
 }
 
-/* core.run(timeout_s, fn, ...) -> true, results... | false, error with traceback
+/* core.run(timeout_s, request_id, fn, ...) -> true, results... | false, error with traceback
  * Runs fn in a task coroutine (so it may fetch and sleep) and turns the loop until it returns. */
 static int l_run(lua_State *L) {
     gw_runtime *rt = runtime_of(L);
     double timeout = luaL_checknumber(L, 1);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
+    const char *id = luaL_optstring(L, 2, "");
+    luaL_checktype(L, 3, LUA_TFUNCTION);
     if (rt->in_run || rt->current) return luaL_error(L, "run: cannot be nested or called from a handler");
-    int nargs = lua_gettop(L) - 2;
+    int nargs = lua_gettop(L) - 3;
     gw_task *t = task_new(rt, L);
     if (!t) return luaL_error(L, "run: out of memory");
+    snprintf(t->id, sizeof t->id, "%s", id);
     lua_xmove(L, t->co, nargs + 1);
     rt->in_run = true;
     rt->run_timed_out = false;

@@ -25,16 +25,29 @@ gw_task *task_new(gw_runtime *rt, lua_State *host) {
     gw_task *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->rt = rt;
-    t->co = lua_newthread(host);
-    t->co_ref = luaL_ref(host, LUA_REGISTRYINDEX); /* keeps the coroutine alive while it waits */
+    if (rt->nspare) {
+        struct spare_thread *s = &rt->spare[--rt->nspare];
+        t->co = s->co;
+        t->co_ref = s->ref;
+    } else {
+        t->co = lua_newthread(host);
+        t->co_ref = luaL_ref(host, LUA_REGISTRYINDEX); /* keeps the coroutine alive while it waits */
+    }
     rt->ntasks++;
     return t;
 }
 
 void task_free(gw_task *t) {
+    gw_runtime *rt = t->rt;
     while (t->ops) op_cancel(t->ops);
-    luaL_unref(t->rt->L, LUA_REGISTRYINDEX, t->co_ref);
-    t->rt->ntasks--;
+    /* A coroutine that returned can run another function; one that failed or still waits cannot. */
+    if (t->finished && t->status == 0 && rt->nspare < sizeof rt->spare / sizeof rt->spare[0]) {
+        lua_settop(t->co, 0);
+        rt->spare[rt->nspare++] = (struct spare_thread){t->co, t->co_ref};
+    } else {
+        luaL_unref(rt->L, LUA_REGISTRYINDEX, t->co_ref);
+    }
+    rt->ntasks--;
     free(t);
 }
 
@@ -270,6 +283,7 @@ static void on_request(gw_request *req, void *data) {
     }
     t->req = req;
     req->app_data = t;
+    snprintf(t->id, sizeof t->id, "%s", req->id);
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, a->dispatch_ref);
     runtime_push_request(t->co, req);
     task_resume(t, 1);

@@ -23,6 +23,10 @@ struct gw_runtime {
     size_t ntasks;
     struct lua_server *servers; /* opened by core.listen */
     int next_server_id;
+    /* Coroutines whose handler returned normally, kept for the next requests: creating and
+     * collecting a coroutine per request is a large part of a short request's cost. */
+    struct spare_thread { lua_State *co; int ref; } spare[256];
+    size_t nspare;
 };
 
 /* One coroutine running one handler: for a request (req set) or for core.run (req NULL). */
@@ -33,6 +37,7 @@ struct gw_task {
     gw_request *req;
     gw_op *ops; /* transfers and timers this task waits on */
     lua_Integer next_op_id;
+    char id[65]; /* request id, passed on to upstreams and put in log lines; "" for none */
     int status; /* lua_resume's result once finished */
     bool running;
     bool finished;

@@ -24,7 +24,6 @@ local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
 local app = { router = router.new(), upstreams = {}, befores = {}, afters = {} }
-local current = setmetatable({}, { __mode = "k" }) -- handler coroutine -> its request
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 
 ---------------------------------------------------------------------------------------------------
@@ -198,8 +197,6 @@ local function start(target, path, opts)
   local lines = {}
   if up then header_lines(lines, up.headers) end
   if opts.headers then header_lines(lines, opts.headers) end
-  local req = current[running()]
-  if req then lines[#lines + 1] = "X-Request-Id: " .. req.id end
 
   local body = opts.body
   if type(body) == "table" then
@@ -326,8 +323,6 @@ end
 --- "error", "warn", "info", "debug". The current request's id is added.
 function M.log(level, msg)
   if msg == nil then level, msg = "info", level end
-  local req = current[running()]
-  if req then msg = ("request %s: %s"):format(req.id, tostring(msg)) end
   core.log(level, tostring(msg))
 end
 
@@ -353,7 +348,6 @@ end
 local function dispatch_with(r, req, befores, afters)
   setmetatable(req, request_mt)
   setmetatable(req.headers, headers_mt)
-  current[running()] = req
   local status, body, headers
   if befores and befores[1] then
     for i = 1, #befores do

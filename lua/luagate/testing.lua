@@ -42,7 +42,7 @@ function Response:json() return json.decode(self.body) end
 --- Returns { status, body, headers, :json() }; a Lua error in the handler is raised here.
 function T.request(method, target, fields)
   local req = request.new(method, target, fields)
-  local ok, status, body, ctype, headers = core.run(T.timeout, gw._dispatch, req)
+  local ok, status, body, ctype, headers = core.run(T.timeout, req.id, gw._dispatch, req)
   if not ok then error(status, 2) end
   local h = setmetatable({}, request.headers_mt)
   for k, v in pairs(headers or {}) do h[k:lower()] = v end
@@ -55,7 +55,7 @@ function T.post(target, fields) return T.request("POST", target, fields) end
 
 --- Run fn(...) in a handler-like coroutine, so that it may fetch and sleep; returns its results.
 function T.run(fn, ...)
-  local r = { core.run(T.timeout, fn, ...) }
+  local r = { core.run(T.timeout, nil, fn, ...) }
   if not r[1] then error(r[2], 2) end
   return unpack(r, 2, table.maxn(r))
 end

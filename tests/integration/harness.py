@@ -37,17 +37,20 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
 
 # An extra route script the tests add next to the shipped ones: it logs when each handler that a
-# script registered with gw.route starts (demo.lua registers through gw.route), so that a test can
+# script registered through gw.route starts (demo.lua uses gw.route), so that a test can
 # wait, by polling the log, until a request is really in flight inside the gateway. Its name sorts
 # before the shipped scripts so that its wrapper is in place when they load.
 PROBE_ROUTE = r'''
 local gw = require "luagate"
 local route = gw.route
-gw.route = function(method, path, handler)
-  return route(method, path, function(req, ...)
+gw.route = function(method, path, ...)
+  local args, n = { ... }, select("#", ...)
+  local handler = args[n]  -- the handler is the last argument (middleware may come before it)
+  args[n] = function(req, ...)
     gw.log("probe: start " .. req.method .. " " .. req.path)
     return handler(req, ...)
-  end)
+  end
+  return route(method, path, unpack(args, 1, n))
 end
 '''
 
@@ -62,10 +65,11 @@ def require_binary(testcase_cls):
                                % LUAGATE_BIN)(testcase_cls)
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     """A loopback port nobody listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host if host != "localhost" else "127.0.0.1", 0))
         return s.getsockname()[1]
 
 
@@ -103,6 +107,11 @@ class LuaRaw:
 
     def __init__(self, text):
         self.text = text
+
+
+def read_file(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def write_file(path, text):
@@ -278,6 +287,19 @@ class RawConn:
         return True
 
 
+def parse_responses(data, n=None, head=False):
+    """Parse responses from bytes already received (a whole exchange read until close).
+    n: how many to expect (default: as many as there are)."""
+    p = RawConn.__new__(RawConn)
+    p.buf, p.eof, p.reset, p.timeout = data, True, False, 0
+    out = []
+    while p.buf and (n is None or len(out) < n):
+        out.append(p.read_response(head=head))
+    if n is not None and len(out) < n:
+        raise AssertionError("expected %d responses, got %d in %r" % (n, len(out), data))
+    return out
+
+
 def request_bytes(method, target, headers=None, body=b"", version="HTTP/1.1", host="test"):
     """A request as bytes. headers: list of (name, value) or dict; Host and Content-Length are
     added (unless given, or host is None, or there is no body for Content-Length)."""
@@ -329,10 +351,13 @@ class Gateway:
     probe: add PROBE_ROUTE (logs "probe: start METHOD PATH" when a gw.route handler starts).
     routes_setting: the config's routes value as written (default: the absolute routes dir).
     cwd: the process's working directory (default: its temp dir).
+    listen_host: the host part of `listen` ("::1" is written as "[::1]"); clients connect there.
     """
 
     def __init__(self, settings=None, api=None, upstreams=None, extra_routes=None, probe=False,
-                 log_level="info", no_api=False, routes_setting=None, cwd=None):
+                 log_level="info", no_api=False, routes_setting=None, cwd=None, listen_host="127.0.0.1"):
+        self.listen_host = listen_host
+        self.host = listen_host.strip("[]")  # where the clients connect
         self.routes_setting = routes_setting
         self.cwd = cwd
         self.settings = dict(settings or {})
@@ -365,10 +390,11 @@ class Gateway:
 
     def config_text(self, port):
         routes = self.routes_setting if self.routes_setting is not None else self.routes_dir
-        lines = ['listen = "127.0.0.1:%d"' % port, "routes = %s" % to_lua(routes)]
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        lines = ['listen = "%s:%d"' % (host, port), "routes = %s" % to_lua(routes)]
         ups = {}
         if not self.no_api:
-            api = {"url": "http://127.0.0.1:%d/demo" % port, "timeout": 10, "connect_timeout": 2,
+            api = {"url": "http://%s:%d/demo" % (host, port), "timeout": 10, "connect_timeout": 2,
                    "auth": dict(DEMO_AUTH)}
             api.update(self.api)
             ups["api"] = {k: v for k, v in api.items() if v is not None}
@@ -385,7 +411,7 @@ class Gateway:
     def start(self):
         last = ""
         for _ in range(5):  # another process may take the free port before we bind it
-            self.port = free_port()
+            self.port = free_port(self.host)
             write_file(self.conf_path, self.config_text(self.port))
             with open(self.log_path, "wb") as err, open(self.out_path, "wb") as out:
                 self.proc = subprocess.Popen([LUAGATE_BIN, "-c", self.conf_path], stdout=out,
@@ -405,7 +431,7 @@ class Gateway:
             if self.proc.poll() is not None:
                 return False
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     pass
                 # Ours, not another process's: it logs that it listens on this port.
                 if ":%d (config" % self.port in self.log():
@@ -476,7 +502,7 @@ class Gateway:
     # -- clients
 
     def connect(self, timeout=5.0):
-        return RawConn(self.port, timeout=timeout)
+        return RawConn(self.port, host=self.host, timeout=timeout)
 
     def raw(self, data, n=1, timeout=5.0, head=False):
         """Send bytes on a new connection, read n responses: list (or the one when n == 1)."""
@@ -488,7 +514,7 @@ class Gateway:
 
     def request(self, method, path, body=None, headers=None, timeout=10.0):
         """With http.client on a new connection: (status, HTTPMessage headers, body bytes)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
@@ -497,7 +523,8 @@ class Gateway:
             conn.close()
 
     def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "http://%s:%d%s" % (host, self.port, path)
 
 
 class GatewayTestCase(unittest.TestCase):

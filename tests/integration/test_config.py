@@ -283,7 +283,7 @@ class RoutesAndCheckTest(ConfigFiles):
             self.assertRegex(p.stderr, r"oops\.lua:3:")
 
     def test_fetch_at_top_level_refused(self):
-        src = open(os.path.join(harness.ROUTES, "hello.lua")).read()
+        src = harness.read_file(os.path.join(harness.ROUTES, "hello.lua"))
         d = self.routes_dir({"hello.lua": src,
                              "early.lua": 'local gw = require "luagate"\n'
                                           'local res = gw.fetch("api", "/json")\n'})
@@ -297,7 +297,7 @@ class RoutesAndCheckTest(ConfigFiles):
 
     def test_relative_routes_are_relative_to_the_config_file(self):
         # Serving, from a working directory that is not the config's: /hello must be there.
-        hello = open(os.path.join(harness.ROUTES, "hello.lua")).read()
+        hello = harness.read_file(os.path.join(harness.ROUTES, "hello.lua"))
         with harness.Gateway(extra_routes={"zz_extra.lua": 'local gw = require "luagate"\n'
                                            'gw.get("/extra", function() return 200, "extra" end)\n'},
                              routes_setting="routes", cwd="/") as gw:
@@ -314,6 +314,37 @@ class RoutesAndCheckTest(ConfigFiles):
         p = run_luagate(["-t", "-c", "sub/gw.conf"], cwd=self.dir)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertTrue(os.path.isdir(sub))
+
+    def test_ipv6_listen(self):
+        try:
+            harness.free_port("::1")
+        except OSError:
+            self.skipTest("no IPv6 loopback")
+        with harness.Gateway(listen_host="::1") as gw:
+            status, _, body = gw.request("GET", "/hello")
+            self.assertEqual((status, body), (200, b'{"hello":"world"}'))
+            status, _, body = gw.request("GET", "/v1/proxy?path=/json")  # the api upstream is http://[::1]:port
+            self.assertEqual(status, 200, body)
+            self.assertEqual(gw.stop(), 0)
+
+    def test_check_agrees_with_serving_for_a_host_name(self):
+        # `listen = "localhost:PORT"`: either -t refuses it (naming file, line and key), or serving works.
+        path = self.write(['listen = "localhost:%d"' % self.port, self.routes()])
+        check = run_luagate(["-t", "-c", path])
+        if check.returncode != 0:
+            self.assertEqual(check.returncode, 1)
+            self.assertIn("%s:1: listen: " % path, check.stderr)
+            return
+        gw = harness.Gateway(listen_host="localhost")
+        try:
+            try:
+                gw.start()
+            except AssertionError as e:
+                self.fail("-t said the config is fine (exit 0) but serving it fails: %s" % e)
+            self.assertEqual(gw.request("GET", "/hello")[0], 200)
+            self.assertEqual(gw.stop(), 0)
+        finally:
+            gw.close()
 
     def test_port_in_use(self):
         with socket.socket() as s:

@@ -54,6 +54,16 @@ class HttpTest(CommonAsserts, harness.GatewayTestCase):
         self.assertIsNone(r.header("Connection"), "keep-alive is the HTTP/1.1 default: no header")
         self.assert_well_formed(r)
 
+    def test_query_string_and_encoded_path(self):
+        for target in ("/hello?x=1&y=%20", "/hell%6F", "/hello?"):
+            r = self.gw.raw(get(target))
+            self.assertEqual((r.status, r.body), (200, HELLO), target)
+
+    def test_absolute_form_target(self):
+        # RFC 9112 3.2.2: a server MUST accept the absolute form.
+        r = self.gw.raw(get("http://gateway.example/hello"))
+        self.assertEqual((r.status, r.body), (200, HELLO))
+
     def test_generated_request_ids_are_unique(self):
         with self.gw.connect() as c:
             c.send(get("/hello") * 5)
@@ -143,6 +153,15 @@ class HttpTest(CommonAsserts, harness.GatewayTestCase):
         self.assertIn(b"\r\nContent-Type: application/json", head)
         self.assertEqual(rest, b"", "HEAD response must have no body")
 
+    def test_head_404_has_no_body(self):
+        with self.gw.connect() as c:
+            c.send(request_bytes("HEAD", "/nowhere") + get("/hello"))
+            h = c.read_response(head=True)
+            g = c.read_response()
+        self.assertEqual(h.status, 404)
+        self.assertGreater(int(h.header("Content-Length")), 0)
+        self.assertEqual((g.status, g.body), (200, HELLO), "no stray body bytes before the next response")
+
     def test_head_then_get_pipelined(self):
         with self.gw.connect() as c:
             c.send(request_bytes("HEAD", "/hello") + get("/hello"))
@@ -221,6 +240,15 @@ class HttpTest(CommonAsserts, harness.GatewayTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["body"].encode(), body)
 
+    def test_body_chunked_with_extensions_and_trailers(self):
+        framing = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+        with self.gw.connect() as c:
+            c.send(self.echo(None, framing=framing) + get("/hello"))
+            r1, r2 = c.read_responses(2)
+        self.assertEqual(r1.status, 200, r1)
+        self.assertEqual(r1.json()["body"], "hello world")
+        self.assertEqual((r2.status, r2.body), (200, HELLO))
+
     def test_body_chunked_then_next_request_on_same_connection(self):
         body = b"abc" * 50
         with self.gw.connect() as c:
@@ -228,6 +256,15 @@ class HttpTest(CommonAsserts, harness.GatewayTestCase):
             r1, r2 = c.read_responses(2)
         self.assertEqual(r1.json()["body"].encode(), body)
         self.assertEqual((r2.status, r2.body), (200, HELLO))
+
+    def test_large_response_then_pipelined_request(self):
+        body = bytes(range(97, 123)) * 35000  # 910 KB: the echo is written in many pieces
+        with self.gw.connect(timeout=10) as c:
+            c.send(self.echo(body) + get("/hello", {"X-Request-Id": "after-big"}))
+            r1, r2 = c.read_responses(2)
+        self.assertEqual(r1.status, 200)
+        self.assertEqual(r1.json()["body"].encode(), body)
+        self.assertEqual((r2.status, r2.header("X-Request-Id"), r2.body), (200, "after-big", HELLO))
 
     def test_expect_100_continue(self):
         body = b"z" * 3000
@@ -269,9 +306,24 @@ class HttpTest(CommonAsserts, harness.GatewayTestCase):
             self.assertEqual((r.status, r.header("X-Request-Id")), (200, "good-1"))
             self.assert_error_then_closed(c, 400)
 
+    def test_ambiguous_body_framing_400(self):
+        # Request smuggling vectors: both framings, or two different lengths.
+        for head in (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                     b"Content-Length: 5\r\nContent-Length: 6\r\n"):
+            with self.gw.connect() as c:
+                c.send(b"POST /demo/echo HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n0\r\n\r\nhello!")
+                self.assert_error_then_closed(c, 400)
+
     def test_http11_without_host_400(self):
         with self.gw.connect() as c:
             c.send(b"GET /hello HTTP/1.1\r\nAccept: */*\r\n\r\n")
+            self.assert_error_then_closed(c, 400)
+
+    def test_duplicate_host_400(self):
+        # RFC 9112 3.2: a server MUST answer 400 to a request with more than one Host line (the
+        # same rule as for no Host at all).
+        with self.gw.connect() as c:
+            c.send(b"GET /hello HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n")
             self.assert_error_then_closed(c, 400)
 
     def test_headers_too_large_431(self):
@@ -338,6 +390,12 @@ class LimitsTest(CommonAsserts, harness.GatewayTestCase):
         # The client keeps sending after the 413: it must still get the response, not a reset.
         with self.gw.connect() as c:
             c.send(self.post([("Transfer-Encoding", "chunked")], chunked(b"c" * 200000, [4096] * 60)))
+            r = c.read_response()
+            self.assert_json_error(r, 413)
+
+    def test_expect_100_continue_over_limit_gets_413_not_100(self):
+        with self.gw.connect() as c:
+            c.send(self.post([("Expect", "100-continue"), ("Content-Length", "5000")], b""))
             r = c.read_response()
             self.assert_json_error(r, 413)
 

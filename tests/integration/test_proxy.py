@@ -21,6 +21,7 @@ def get(target, headers=None):
 
 @harness.require_binary
 class ProxyTest(harness.GatewayTestCase):
+    GATEWAY_ARGS = {"probe": True}  # logs "probe: start GET /demo/slow" when the upstream side starts
 
     def test_proxy_json(self):
         status, headers, body = self.gw.request("GET", "/v1/proxy?path=/json")
@@ -131,8 +132,6 @@ class ProxyTest(harness.GatewayTestCase):
         r = self.gw.raw(get("/v1/proxy?path=/json"))
         self.assertEqual(r.status, 200)
 
-    GATEWAY_ARGS = {"probe": True}
-
 
 @harness.require_binary
 class UpstreamErrorsTest(unittest.TestCase):
@@ -184,6 +183,7 @@ gw.get("/boom-after-fetch", function()
   error("kaboom after fetch " .. tostring(res and res.status))
 end)
 gw.get("/boom-table", function() error({ code = 1 }) end)
+gw.get("/inject", function() return 200, "x", { ["X-Evil"] = "a\r\nSet-Cookie: pwned=1" } end)
 '''
 
 
@@ -223,6 +223,13 @@ class LuaErrorTest(harness.GatewayTestCase):
         r = self.gw.raw(get("/boom-table", {"X-Request-Id": "boom-3"}))
         self.assert_500(r, "boom-3")
         self.assertIn("stack traceback", self.log_entry("boom-3"))
+
+    def test_header_injection_refused(self):
+        r = self.gw.raw(get("/inject", {"X-Request-Id": "inject-1"}))
+        self.assertEqual(r.status, 500, r)
+        self.assertIsNone(r.header("Set-Cookie"))
+        self.assertIsNone(r.header("X-Evil"))
+        self.assertEqual(r.json()["request_id"], "inject-1")
 
     def test_server_and_connection_survive(self):
         with self.gw.connect() as c:
