@@ -49,7 +49,7 @@ struct gw_conn {
     bool closing;
     bool close_after; /* server is draining: last response on this connection */
     bool read_stopped;
-    char id[17];
+    char id[65]; /* the request id: the client's (up to 64 characters) or a generated one */
     char remote[64];
 };
 
@@ -426,19 +426,20 @@ static int conn_build_request(gw_conn *c) {
     r->query_len = q ? url_len - query_off : 0;
 
     gw_header *hs = (gw_header *)c->headers.data;
-    bool has_host = false;
+    int hosts = 0;
     for (size_t i = 0; i < nspans; i++) {
         const span *s = (const span *)c->spans.data + i;
         char *name = h + s->name_off;
         for (size_t k = 0; k < s->name_len; k++) name[k] = (char)tolower((unsigned char)name[k]);
         hs[i] = (gw_header){name, s->name_len, h + s->val_off, s->val_len};
-        if (s->name_len == 4 && memcmp(name, "host", 4) == 0) has_host = true;
+        if (s->name_len == 4 && memcmp(name, "host", 4) == 0) hosts++;
     }
     r->headers = hs;
     r->nheaders = nspans;
     r->body = c->body.data ? c->body.data : "";
     r->body_len = c->body.len;
-    if (p->http_major == 1 && p->http_minor == 1 && !has_host) return 400; /* RFC 9112 3.2 */
+    /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; any request has at most one. */
+    if (hosts > 1 || (p->http_major == 1 && p->http_minor == 1 && hosts == 0)) return 400;
 
     /* The request id: the client's X-Request-Id when it is sane, else a fresh one. */
     for (size_t i = 0; i < nspans; i++) {

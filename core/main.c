@@ -162,8 +162,9 @@ static int run_gateway(const char *conf_path, bool check_only) {
     g.sigterm.data = g.sigint.data = g.shutdown_timer.data = &g;
     uv_signal_start(&g.sigterm, on_signal, SIGTERM);
     uv_signal_start(&g.sigint, on_signal, SIGINT);
-    log_info("luagate %s listening on http://%s:%d (config %s, pid %d)", LUAGATE_VERSION, g.cfg.host,
-             server_port(g.srv), conf_path, (int)uv_os_getpid());
+    bool v6 = strchr(g.cfg.host, ':') != NULL;
+    log_info("luagate %s listening on http://%s%s%s:%d (config %s, pid %d)", LUAGATE_VERSION, v6 ? "[" : "",
+             g.cfg.host, v6 ? "]" : "", server_port(g.srv), conf_path, (int)uv_os_getpid());
     return finish_loop(&g.loop);
 }
 

@@ -33,7 +33,7 @@ void server_conn_freed(gw_server *srv) {
     server_maybe_done(srv);
 }
 
-void server_new_request_id(gw_server *srv, char out[17]) {
+void server_new_request_id(gw_server *srv, char *out) {
     static const char hex[] = "0123456789abcdef";
     uint64_t v = ((uint64_t)srv->id_prefix << 32) | ++srv->id_counter;
     for (int i = 15; i >= 0; i--, v >>= 4) out[i] = hex[v & 15];

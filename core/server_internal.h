@@ -35,7 +35,7 @@ void conn_close(gw_conn *c);
 gw_conn *conn_next(gw_conn *c);
 /* Called by conn.c once a connection's memory is freed. */
 void server_conn_freed(gw_server *srv);
-/* A fresh request id: 16 hex digits. */
-void server_new_request_id(gw_server *srv, char out[17]);
+/* A fresh request id: 16 hex digits and a NUL. */
+void server_new_request_id(gw_server *srv, char *out);
 
 #endif

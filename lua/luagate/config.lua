@@ -4,11 +4,23 @@ local M = {}
 
 local function is_int(v) return type(v) == "number" and v == math.floor(v) end
 
+local function is_ipv4(h)
+  local a, b, c, d = h:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  return a and tonumber(a) < 256 and tonumber(b) < 256 and tonumber(c) < 256 and tonumber(d) < 256
+end
+
+-- "127.0.0.1:8080", "[::1]:8080", "localhost:8080", "*:8080" (every IPv4 address). Names other
+-- than localhost are refused here rather than resolved: a listener should not depend on DNS.
 local function check_listen(v)
-  local host, port = v:match("^%[?([^%]]*)%]?:(%d+)$")
+  local host, port = v:match("^%[([%x:%.]+)%]:(%d+)$")
+  if not host then host, port = v:match("^([^:%[%]]+):(%d+)$") end
   port = tonumber(port)
-  if not host or host == "" or not port or port > 65535 then
-    return nil, 'expected "host:port", such as "127.0.0.1:8080"'
+  if not host or not port or port > 65535 then
+    return nil, 'expected "host:port", such as "127.0.0.1:8080" or "[::1]:8080"'
+  end
+  if host == "localhost" then host = "127.0.0.1" elseif host == "*" then host = "0.0.0.0" end
+  if not is_ipv4(host) and not host:find(":", 1, true) then
+    return nil, ("expected an IP address, localhost or * as the host, got %q"):format(host)
   end
   return { host = host, port = port }
 end
@@ -52,15 +64,28 @@ local top_fields = {
 
 -- Where a key is written: top-level assignments are recorded as they run; nested keys are found
 -- by scanning the source from their parent's line.
-local function line_of(src_lines, from, key, top)
-  local lead = top and "^%s*" or "%f[%w_]"
-  local pats = { lead .. key .. "%s*=", '%[%s*"' .. key .. '"%s*%]%s*=' }
+local function code_of(line)
+  return (line:gsub("%-%-.*$", "")) -- comments do not count
+end
+
+local function line_of(src_lines, from, key)
+  local pats = { "%f[%w_]" .. key .. "%s*=", '%[%s*"' .. key .. '"%s*%]%s*=' }
   for i = from or 1, #src_lines do
+    local code = code_of(src_lines[i])
     for _, p in ipairs(pats) do
-      if src_lines[i]:find(p) then return i end
+      if code:find(p) then return i end
     end
   end
   return from
+end
+
+-- A top-level assignment's line: LuaJIT reports where the statement ends, so look back from
+-- there for where it starts.
+local function assignment_line(src_lines, at, key)
+  for i = at, 1, -1 do
+    if code_of(src_lines[i] or ""):find("^%s*" .. key .. "%s*=") then return i end
+  end
+  return at
 end
 
 local function type_name(v)
@@ -182,7 +207,7 @@ function M.load(path)
   local settings, assigned_at = {}, {}
   local env = setmetatable({}, {
     __newindex = function(_, k, v)
-      assigned_at[k] = line_of(lines, 1, tostring(k), true) or debug.getinfo(2, "l").currentline
+      assigned_at[k] = assignment_line(lines, debug.getinfo(2, "l").currentline, tostring(k))
       settings[k] = v
     end,
     __index = function(_, k)

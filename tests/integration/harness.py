@@ -36,21 +36,30 @@ DEMO_AUTH_HEADER = "Basic ZGVtbzpkZW1vLXNlY3JldA=="
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
 
-# An extra route script the tests add next to the shipped ones: it logs when each handler that a
-# script registered through gw.route starts (demo.lua uses gw.route), so that a test can
-# wait, by polling the log, until a request is really in flight inside the gateway. Its name sorts
-# before the shipped scripts so that its wrapper is in place when they load.
+# An extra route script the tests add next to the shipped ones: it logs "probe: start METHOD PATH"
+# when a route handler starts (after any middleware let the request through), so that a test can
+# wait, by polling the log, until a request is really in flight inside the gateway. It wraps the
+# handler (the last argument) of gw.route and gw.get/post/...; its name sorts before the shipped
+# scripts so that the wrappers are in place when they load. (A handler may log twice when gw.get
+# goes through gw.route: harmless.)
 PROBE_ROUTE = r'''
 local gw = require "luagate"
-local route = gw.route
-gw.route = function(method, path, ...)
-  local args, n = { ... }, select("#", ...)
-  local handler = args[n]  -- the handler is the last argument (middleware may come before it)
-  args[n] = function(req, ...)
-    gw.log("probe: start " .. req.method .. " " .. req.path)
-    return handler(req, ...)
+local function wrap(register, nfixed)
+  return function(...)
+    local args, n = { ... }, select("#", ...)
+    local handler = args[n]
+    if n > nfixed and type(handler) == "function" then
+      args[n] = function(req, ...)
+        gw.log("probe: start " .. req.method .. " " .. req.path)
+        return handler(req, ...)
+      end
+    end
+    return register(unpack(args, 1, n))
   end
-  return route(method, path, unpack(args, 1, n))
+end
+gw.route = wrap(gw.route, 2)
+for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
+  if gw[m] then gw[m] = wrap(gw[m], 1) end
 end
 '''
 
@@ -470,8 +479,11 @@ class Gateway:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        report = self.sanitizer_report()
         self.close()
+        if exc_type is None and report:
+            raise AssertionError("sanitizer report from luagate:\n" + report)
 
     # -- the log
 
@@ -496,7 +508,7 @@ class Gateway:
 
     def sanitizer_report(self):
         log = self.log()
-        m = re.search(r"(ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:|handles left open)", log)
+        m = re.search(r"(ERROR: (Address|Leak|Thread)Sanitizer|\.c:\d+:\d+: runtime error:|handles left open)", log)
         return log[m.start():m.start() + 3000] if m else None
 
     # -- clients

@@ -83,6 +83,25 @@ class ConcurrencyTest(harness.GatewayTestCase):
         self.assertLess(timings["hello"], 0.5, "/hello took %.2fs while 200 requests waited" % timings["hello"])
         self.assertLess(timings["hello_done"], timings["batch_done"], "/hello answered before the slow batch")
 
+    def test_concurrent_requests_keep_their_own_request_id(self):
+        port = self.gw.port
+
+        async def one(i):
+            rid = "mix-%03d" % i
+            path = "/v1/proxy?path=%%2Fecho%%3Fi%%3D%d" % i
+            return rid, i, await exchange(port, request_bytes("GET", path, {"X-Request-Id": rid, "Connection": "close"}))
+
+        async def main():
+            return await asyncio.gather(*(one(i) for i in range(100)))
+
+        for rid, i, data in asyncio.run(main()):
+            (r,) = parse_responses(data, 1)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.header("X-Request-Id"), rid)
+            doc = r.json()
+            self.assertEqual(doc["request_id"], rid, "the upstream saw this request's id")
+            self.assertEqual(doc["query"], {"i": str(i)})
+
     def test_many_keepalive_connections(self):
         conns, per_conn = 50, 20
         port = self.gw.port

@@ -87,6 +87,7 @@ class ConfigFiles(unittest.TestCase):
             for f in fragments:
                 self.assertIn(f, p.stderr)
             self.assertNotIn("listening", p.stderr)
+            self.assertNotIn("Sanitizer", p.stderr)
         return p.stderr
 
 
