@@ -18,6 +18,7 @@
 #define MAX_HEADERS 100
 #define LINGER_MS 2000
 #define KEEP_BUF 16384 /* buffers larger than this are freed after the request */
+#define MAX_QUEUED_OUTPUT (1u << 20) /* unsent response bytes before we stop taking requests */
 
 typedef struct span {
     size_t name_off, name_len, val_off, val_len;
@@ -42,13 +43,17 @@ struct gw_conn {
     int error_status; /* set by a parser callback that rejects the request */
     int open_handles;
     bool field_open;
+    bool in_trailers; /* chunked trailer fields: not headers, never seen by the app */
     bool in_message;
     bool in_flight;
     bool processing;
     bool lingering;
     bool closing;
-    bool close_after; /* server is draining: last response on this connection */
+    bool close_after; /* draining, or after an Upgrade: the last response on this connection */
     bool read_stopped;
+    bool write_blocked; /* too much unsent output: parsing waits until it drains */
+    bool peer_eof;      /* the client sent FIN while our last response was still going out */
+    size_t queued_at_timer; /* write_queue_size when the send timer was armed: progress check */
     char id[65]; /* the request id: the client's (up to 64 characters) or a generated one */
     char remote[64];
 };
@@ -72,7 +77,15 @@ static void timer_set(gw_conn *c, uint64_t ms);
 static void on_timeout(uv_timer_t *t) {
     gw_conn *c = t->data;
     if (c->in_flight) return; /* the app's deadline, not ours */
-    if (c->lingering) log_debug("%s: peer did not close after the last response", c->remote);
+    size_t queued = c->tcp.write_queue_size;
+    if (queued > 0 && queued != c->queued_at_timer) {
+        /* Still sending, and the client took some since last time: give it another period. */
+        c->queued_at_timer = queued;
+        timer_set(c, c->srv->limits.read_timeout_ms);
+        return;
+    }
+    if (c->lingering && queued == 0) log_debug("%s: peer did not close after the last response", c->remote);
+    else if (queued) log_info("%s: client stopped reading; closing", c->remote);
     conn_close(c);
 }
 
@@ -124,7 +137,19 @@ void conn_shutdown(gw_conn *c) {
 static void on_write_done(uv_write_t *w, int status) {
     gw_conn *c = w->handle->data;
     free(w);
-    if (status < 0 && !c->closing) conn_close(c);
+    if (c->closing) return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->write_blocked && c->tcp.write_queue_size < MAX_QUEUED_OUTPUT / 2) {
+        c->write_blocked = false;
+        if (c->read_stopped) {
+            c->read_stopped = false;
+            conn_start_reading(c);
+        }
+        if (!c->processing) conn_process(c);
+    }
 }
 
 /* Write bufs in order: synchronously when the socket takes it all (the common case, no copy),
@@ -163,12 +188,15 @@ static void conn_send(gw_conn *c, const gw_response *resp, bool keep_alive) {
     }
     uv_buf_t bufs[2] = {uv_buf_init(c->out.data, (unsigned)c->out.len),
                         uv_buf_init((char *)resp->body, (unsigned)resp->body_len)};
-    unsigned n = (c->req.is_head || resp->body_len == 0) ? 1 : 2;
+    bool no_body = c->req.is_head || resp->status < 200 || resp->status == 204 || resp->status == 304;
+    unsigned n = (no_body || resp->body_len == 0) ? 1 : 2;
     if (conn_write(c, bufs, n) < 0) {
         conn_close(c);
         return;
     }
     if (c->out.cap > KEEP_BUF) buf_free(&c->out);
+    /* A client that does not read its answers must not make us buffer without end. */
+    if (c->tcp.write_queue_size > MAX_QUEUED_OUTPUT) c->write_blocked = true;
     if (!keep_alive) conn_linger(c);
 }
 
@@ -181,8 +209,10 @@ void server_respond(gw_request *req, const gw_response *resp) {
     if (c->closing || c->lingering) return;
     buf_reset(&c->head, KEEP_BUF);
     buf_reset(&c->body, KEEP_BUF);
-    timer_set(c, c->srv->limits.keepalive_timeout_ms);
-    if (c->read_stopped) {
+    /* While the answer is still going out, the timer is a send timeout; then keep-alive. */
+    c->queued_at_timer = c->tcp.write_queue_size;
+    timer_set(c, c->queued_at_timer ? c->srv->limits.read_timeout_ms : c->srv->limits.keepalive_timeout_ms);
+    if (c->read_stopped && !c->write_blocked) {
         c->read_stopped = false;
         conn_start_reading(c);
     }
@@ -210,14 +240,16 @@ static void conn_fail(gw_conn *c, int status, const char *message) {
 static void on_shutdown_done(uv_shutdown_t *s, int status) {
     gw_conn *c = s->data;
     if (c->closing) return;
-    if (status < 0) conn_close(c);
+    /* Everything is sent: wait briefly for the peer's FIN (or have it already). */
+    if (status < 0 || c->peer_eof) conn_close(c);
     else timer_set(c, LINGER_MS);
 }
 
 static void conn_linger(gw_conn *c) {
     if (c->lingering || c->closing) return;
     c->lingering = true;
-    timer_set(c, LINGER_MS);
+    c->queued_at_timer = c->tcp.write_queue_size;
+    timer_set(c, c->queued_at_timer ? c->srv->limits.read_timeout_ms : LINGER_MS);
     c->shutdown_req.data = c;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown_done) < 0) conn_close(c);
 }
@@ -245,6 +277,7 @@ static int on_message_begin(llhttp_t *p) {
     c->head.len = c->spans.len = c->body.len = 0;
     c->url_len = 0;
     c->field_open = false;
+    c->in_trailers = false;
     c->in_message = true;
     memset(&c->req, 0, sizeof c->req);
     timer_set(c, c->srv->limits.read_timeout_ms);
@@ -259,6 +292,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
     gw_conn *c = conn_of(p);
+    if (c->in_trailers) return 0;
     if (!c->field_open) {
         if (c->spans.len / sizeof(span) >= MAX_HEADERS) {
             c->error_status = 431;
@@ -277,6 +311,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_field_complete(llhttp_t *p) {
     gw_conn *c = conn_of(p);
+    if (c->in_trailers) return 0;
     span *s = (span *)(c->spans.data + c->spans.len) - 1;
     s->val_off = c->head.len;
     c->field_open = false;
@@ -285,6 +320,7 @@ static int on_header_field_complete(llhttp_t *p) {
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
     gw_conn *c = conn_of(p);
+    if (c->in_trailers) return 0;
     ((span *)(c->spans.data + c->spans.len))[-1].val_len += len;
     return head_append(c, at, len);
 }
@@ -296,6 +332,7 @@ static bool span_is(const gw_conn *c, const span *s, const char *name) {
 
 static int on_headers_complete(llhttp_t *p) {
     gw_conn *c = conn_of(p);
+    c->in_trailers = true; /* what follows a chunked body comes through the same callbacks */
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->limits.max_body_size) {
         c->error_status = 413;
         return -1;
@@ -330,7 +367,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
 }
 
 static int on_message_complete(llhttp_t *p) {
-    (void)p;
+    /* An Upgrade (or CONNECT) is answered as plain HTTP, then the connection closes: llhttp
+     * parses nothing after it. */
+    if (p->upgrade) conn_of(p)->close_after = true;
     return HPE_PAUSED; /* one request at a time: the rest waits until this one is answered */
 }
 
@@ -391,6 +430,8 @@ static int conn_build_request(gw_conn *c) {
     r->is_head = p->method == HTTP_HEAD;
     r->remote = c->remote;
 
+    /* Room for the decoded path now: pointers into head must not move under us below. */
+    if (buf_reserve(&c->head, c->url_len + 2)) return 500;
     /* Split the target: absolute-form "http://host/path?q" is reduced to its path. */
     const char *url = c->head.data;
     size_t url_len = c->url_len, start = 0;
@@ -464,10 +505,14 @@ static enum parse_outcome conn_parse(gw_conn *c, const char *data, size_t len, s
         *used = len;
         return PARSE_MORE;
     }
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    if (err == HPE_PAUSED_UPGRADE) { /* bytes after an upgrade request: not HTTP for us */
+        *used = len;
+        conn_close(c);
+        return PARSE_FAILED;
+    }
+    if (err == HPE_PAUSED) {
         *used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
         llhttp_resume(&c->parser);
-        if (err == HPE_PAUSED_UPGRADE) c->close_after = true; /* no protocol switching here */
         c->in_message = false;
         int status = conn_build_request(c);
         if (status) {
@@ -498,7 +543,8 @@ static void conn_dispatch(gw_conn *c) {
 /* Parse and dispatch what is pending, one request at a time, until a request is in flight. */
 static void conn_process(gw_conn *c) {
     c->processing = true;
-    while (!c->in_flight && !c->closing && !c->lingering && c->pending_off < c->pending.len) {
+    while (!c->in_flight && !c->closing && !c->lingering && !c->write_blocked && !c->close_after &&
+           c->pending_off < c->pending.len) {
         size_t used = 0;
         enum parse_outcome o = conn_parse(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, &used);
         c->pending_off += used;
@@ -523,24 +569,30 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     gw_conn *c = s->data;
     if (n < 0) {
+        if (n == UV_EOF && c->lingering && c->tcp.write_queue_size > 0) {
+            /* The client half-closed but still reads: finish sending, then close. */
+            c->peer_eof = true;
+            uv_read_stop(s);
+            return;
+        }
         if (n != UV_EOF) log_debug("%s: read: %s", c->remote, uv_strerror((int)n));
         conn_close(c); /* a request in flight is aborted: the client is gone */
         return;
     }
     if (n == 0 || c->lingering || c->closing) return;
 
-    if (c->in_flight || c->pending_off < c->pending.len) {
+    if (c->in_flight || c->write_blocked || c->pending_off < c->pending.len) {
         if (buf_append(&c->pending, b->base, (size_t)n)) {
             conn_close(c);
             return;
         }
         /* A client far ahead of us: stop reading until we catch up. */
         const gw_limits *l = &c->srv->limits;
-        if (c->pending.len > l->max_header_size + l->max_body_size + sizeof c->srv->read_slab) {
+        if (c->write_blocked || c->pending.len > l->max_header_size + l->max_body_size + sizeof c->srv->read_slab) {
             uv_read_stop(s);
             c->read_stopped = true;
         }
-        if (!c->in_flight) conn_process(c);
+        if (!c->in_flight && !c->write_blocked) conn_process(c);
         return;
     }
 

@@ -18,6 +18,7 @@
 #include "log.h"
 
 #define MAX_RESPONSE_BODY (64u << 20)
+#define MAX_RESPONSE_HEAD (1u << 20)
 #define MAX_SPARE_EASY 256
 
 typedef struct sock_watch {
@@ -167,7 +168,7 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *userp) {
     size_t len = size * n;
     /* Keep only the last response's headers (after 100 Continue or redirects). */
     if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) t->head.len = 0;
-    if (buf_append(&t->head, ptr, len)) return 0;
+    if (t->head.len + len > MAX_RESPONSE_HEAD || buf_append(&t->head, ptr, len)) return 0;
     return len;
 }
 

@@ -134,7 +134,8 @@ static int l_fetch(lua_State *L) {
         if (n > 64) n = 64;
         for (size_t i = 0; i < n; i++) {
             lua_rawgeti(L, 3, (int)i + 1);
-            lines[i] = lua_tostring(L, -1); /* the table keeps the string alive */
+            /* Only strings: converting a number would make a string nothing keeps alive. */
+            lines[i] = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
             lua_pop(L, 1);
             if (!lines[i] || strpbrk(lines[i], "\r\n")) {
                 lua_pushnil(L);

@@ -123,7 +123,7 @@ static void task_respond(gw_task *t) {
     lua_State *co = t->co;
     gw_response r = {0};
     r.status = (int)lua_tointeger(co, 1);
-    if (r.status < 100 || r.status > 999) {
+    if (r.status < 200 || r.status > 999) { /* 1xx would need a protocol switch or a final answer */
         log_error("request %s: handler returned an invalid status", request_label(t));
         respond_error(t, 500, "internal server error");
         return;
@@ -132,6 +132,12 @@ static void task_respond(gw_task *t) {
     if (!r.body) r.body = "", r.body_len = 0;
     r.content_type = lua_tolstring(co, 3, &r.content_type_len);
     const char *bad = "?";
+    gw_header ct = {"Content-Type", 12, r.content_type, r.content_type_len};
+    if (r.content_type && response_header_invalid(&ct)) {
+        log_error("request %s: refused Content-Type with CR, LF or NUL", request_label(t));
+        respond_error(t, 500, "internal server error");
+        return;
+    }
     if (lua_gettop(co) >= 4 && collect_headers(t->rt, co, 4, &bad)) {
         log_error("request %s: refused response header '%s': values must be strings without CR, LF or NUL",
                   request_label(t), bad);
@@ -180,13 +186,15 @@ void task_resume(gw_task *t, int nargs) {
         if (t->aborted) task_free(t);
         return; /* a core.run task: its runner reads the results and frees it */
     }
+    /* Detach first: answering may dispatch the connection's next pipelined request, whose task
+     * takes the same gw_request. */
+    t->req->app_data = NULL;
     if (st != 0) {
         task_log_error(t, "Lua error");
         respond_error(t, 500, "internal server error");
     } else {
         task_respond(t);
     }
-    t->req->app_data = NULL;
     task_free(t);
 }
 

@@ -164,7 +164,10 @@ end
 --- backslash, whitespace or control characters that could lead elsewhere.
 function M.is_safe_path(path)
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:sub(2, 2) == "/" then return false end
-  if path:find("[%s%c\\]") or path:find("%.%.") or path:lower():find("%%2e%%2e") then return false end
+  -- An encoded dot ("%2e") is never needed and may be decoded into ".." upstream; an encoded
+  -- percent ("%25") can hide one from a single decoding.
+  local lower = path:lower()
+  if path:find("[%s%c\\]") or path:find("%.%.") or lower:find("%%2e") or lower:find("%%25") then return false end
   if path:find("#", 1, true) then return false end
   return true
 end
