@@ -262,13 +262,17 @@ static int l_list_dir(lua_State *L) {
     return 1;
 }
 
-static int l_upstream_stats(lua_State *L) {
+/* core.stats() -> { handlers, upstream_active, upstream_connections_opened }: counters kept anyway,
+ * read only when asked, so that they cost the request path nothing. */
+static int l_stats(lua_State *L) {
     gw_runtime *rt = runtime_of(L);
-    lua_createtable(L, 0, 2);
-    lua_pushnumber(L, (double)fetch_connections_opened(rt->fetch));
-    lua_setfield(L, -2, "connections_opened");
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (double)rt->ntasks);
+    lua_setfield(L, -2, "handlers");
     lua_pushnumber(L, (double)fetch_active(rt->fetch));
-    lua_setfield(L, -2, "active");
+    lua_setfield(L, -2, "upstream_active");
+    lua_pushnumber(L, (double)fetch_connections_opened(rt->fetch));
+    lua_setfield(L, -2, "upstream_connections_opened");
     return 1;
 }
 
@@ -392,7 +396,7 @@ int luaopen_luagate_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"fetch", l_fetch},         {"sleep", l_sleep},   {"cancel", l_cancel},
         {"now", l_now},             {"log", l_log},       {"list_dir", l_list_dir},
-        {"upstream_stats", l_upstream_stats},             {"listen", l_listen},
+        {"stats", l_stats},             {"listen", l_listen},
         {"close_server", l_close_server},                 {"run", l_run},
         {NULL, NULL}};
     lua_newtable(L);

@@ -332,6 +332,10 @@ end
 --- Seconds since an arbitrary point, with millisecond resolution (the loop's clock).
 M.now = core.now
 
+--- This worker's counters: { handlers (running or waiting, this one included), upstream_active
+--- (transfers in flight), upstream_connections_opened (since start) }.
+M.stats = core.stats
+
 ---------------------------------------------------------------------------------------------------
 -- The server's side: dispatching requests, loading route scripts
 

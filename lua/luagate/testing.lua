@@ -103,7 +103,7 @@ end
 
 function T.unmock_fetch() gw._mock_fetch(nil) end
 
---- Upstream statistics of this process: { connections_opened, active }.
-T.upstream_stats = core.upstream_stats
+--- This process's counters (gw.stats): handlers, upstream_active, upstream_connections_opened.
+T.stats = core.stats
 
 return T

@@ -41,7 +41,7 @@ describe("fetch", function()
     assert.equal("fast", key)
     assert.equal(50, res:json().waited)
     assert.is_true(gw.now() - t0 < 1.5)
-    assert.equal(0, testing.upstream_stats().active) -- the slow one was cancelled
+    assert.equal(0, testing.stats().upstream_active) -- the slow one was cancelled
   end)
 
   it("fetch by URL with a method, a JSON body and a per-call timeout", function()
@@ -62,9 +62,9 @@ describe("fetch", function()
 
   it("reuses upstream connections (keep-alive)", function()
     testing.run(function() return gw.fetch("api", "/after/0") end)
-    local before = testing.upstream_stats().connections_opened
+    local before = testing.stats().upstream_connections_opened
     for _ = 1, 5 do testing.run(function() return gw.fetch("api", "/after/0") end) end
-    assert.equal(before, testing.upstream_stats().connections_opened)
+    assert.equal(before, testing.stats().upstream_connections_opened)
   end)
 
   it("refuses header values with CR or LF", function()

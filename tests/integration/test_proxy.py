@@ -134,16 +134,31 @@ class ProxyTest(harness.GatewayTestCase):
         self.assertEqual(r.status, 400, "no path parameter")
 
 
+STATS_ROUTE = 'local gw = require "luagate"\ngw.get("/t/stats", function() return 200, gw.stats() end)\n'
+
+
 @harness.require_binary
 class ClientGoneTest(harness.GatewayTestCase):
-    GATEWAY_ARGS = {"probe": True}  # logs "probe: start GET /demo/slow" when the upstream side starts
+    # probe: logs "probe: start GET /demo/slow" when the upstream side starts
+    GATEWAY_ARGS = {"probe": True, "extra_routes": {"zz_stats.lua": STATS_ROUTE}}
+
+    def stats(self):
+        return self.gw.raw(get("/t/stats")).json()
 
     def test_client_gone_while_in_flight(self):
-        with self.gw.connect() as c:
-            c.send(get("/v1/proxy?path=%2Fslow%3Fs%3D5", {"X-Request-Id": "gone-1"}))
-            self.gw.wait_for_log(r"gone-1: probe: start GET /demo/slow")
-        # The handler is stopped (and says so), not the server.
-        self.gw.wait_for_log(r"gone-1[^\n]*(closed|abort|gone|left)", flags=re.I)
+        for i in range(5):
+            with self.gw.connect() as c:
+                c.send(get("/v1/proxy?path=%2Fslow%3Fs%3D5", {"X-Request-Id": "gone-%d" % i}))
+                self.gw.wait_for_log(r"gone-%d: probe: start GET /demo/slow" % i)
+        # Both ends of each abandoned call stop: the proxy's handler, and (because its transfer is
+        # aborted, closing the upstream connection) the demo's /demo/slow handler too. Nothing is
+        # left waiting: no handler but the stats one, no transfer in flight.
+        harness.wait_until(lambda: self.gw.log().count("gone-4: client closed") >= 2, 5, message="both ends stopped")
+        harness.wait_until(lambda: self.stats() == {"handlers": 1, "upstream_active": 0,
+                                                    "upstream_connections_opened": self.stats()["upstream_connections_opened"]},
+                           5, message="no handler or transfer left")
+        s = self.stats()
+        self.assertEqual((s["handlers"], s["upstream_active"]), (1, 0))
         r = self.gw.raw(get("/v1/proxy?path=/json"))
         self.assertEqual(r.status, 200)
 
