@@ -54,6 +54,8 @@ struct gw_conn {
     bool write_blocked; /* too much unsent output: parsing waits until it drains */
     bool peer_eof;      /* the client sent FIN while our last response was still going out */
     size_t queued_at_timer; /* write_queue_size when the send timer was armed: progress check */
+    uint64_t deadline;      /* when the current timeout expires (loop time, ms); 0: none */
+    uint64_t timer_due;     /* when the uv timer fires: never after deadline */
     char id[65]; /* the request id: the client's (up to 64 characters) or a generated one */
     char remote[64];
 };
@@ -76,7 +78,13 @@ static void timer_set(gw_conn *c, uint64_t ms);
 
 static void on_timeout(uv_timer_t *t) {
     gw_conn *c = t->data;
-    if (c->in_flight) return; /* the app's deadline, not ours */
+    if (c->deadline == 0 || c->in_flight) return; /* nothing due: the app's deadline, not ours */
+    uint64_t now = uv_now(c->srv->loop);
+    if (now < c->deadline) { /* moved later since the timer was armed */
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_timeout, c->deadline - now, 0);
+        return;
+    }
     size_t queued = c->tcp.write_queue_size;
     if (queued > 0 && queued != c->queued_at_timer) {
         /* Still sending, and the client took some since last time: give it another period. */
@@ -89,9 +97,18 @@ static void on_timeout(uv_timer_t *t) {
     conn_close(c);
 }
 
+/* Timeouts move on every request; the uv timer (a heap entry) is only re-armed when the new
+ * deadline comes before it fires. A later deadline is found by on_timeout, which re-arms. */
 static void timer_set(gw_conn *c, uint64_t ms) {
-    if (ms) uv_timer_start(&c->timer, on_timeout, ms, 0);
-    else uv_timer_stop(&c->timer);
+    if (ms == 0) {
+        c->deadline = 0;
+        return;
+    }
+    c->deadline = uv_now(c->srv->loop) + ms;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || c->deadline < c->timer_due) {
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_timeout, ms, 0);
+    }
 }
 
 static void on_handle_closed(uv_handle_t *h) {

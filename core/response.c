@@ -48,15 +48,19 @@ static bool is_token_char(unsigned char c) {
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
+bool response_value_valid(const char *value, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        char c = value[i];
+        if (c == '\r' || c == '\n' || c == '\0') return false;
+    }
+    return true;
+}
+
 bool response_header_invalid(const gw_header *h) {
     if (h->name_len == 0) return true;
     for (size_t i = 0; i < h->name_len; i++)
         if (!is_token_char((unsigned char)h->name[i])) return true;
-    for (size_t i = 0; i < h->value_len; i++) {
-        char c = h->value[i];
-        if (c == '\r' || c == '\n' || c == '\0') return true;
-    }
-    return false;
+    return !response_value_valid(h->value, h->value_len);
 }
 
 /* Appends without bounds checks: the caller reserved enough room. */

@@ -32,6 +32,8 @@ const char *response_reason(int status);
 /* true when a header name or value holds a byte that could split the header (CR, LF, NUL),
  * or a name holds anything but an RFC 9110 token character. */
 bool response_header_invalid(const gw_header *h);
+/* true when a header value has no CR, LF or NUL. */
+bool response_value_valid(const char *value, size_t len);
 
 /* Append the response head to `out`: status line, Date, Content-Type, Content-Length,
  * X-Request-Id, the extra headers, and Connection when it differs from the protocol's default.

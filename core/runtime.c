@@ -132,8 +132,7 @@ static void task_respond(gw_task *t) {
     if (!r.body) r.body = "", r.body_len = 0;
     r.content_type = lua_tolstring(co, 3, &r.content_type_len);
     const char *bad = "?";
-    gw_header ct = {"Content-Type", 12, r.content_type, r.content_type_len};
-    if (r.content_type && response_header_invalid(&ct)) {
+    if (r.content_type && !response_value_valid(r.content_type, r.content_type_len)) {
         log_error("request %s: refused Content-Type with CR, LF or NUL", request_label(t));
         respond_error(t, 500, "internal server error");
         return;
@@ -240,44 +239,45 @@ void op_cancel(gw_op *op) {
 
 /* ---- requests ---- */
 
-void runtime_push_request(lua_State *co, const gw_request *r) {
-    lua_createtable(co, 0, 10);
+/* Same name as an earlier header? Requests carry few headers: a scan beats a table look-up. */
+static bool repeated_name(const gw_request *r, size_t i) {
+    const gw_header *h = &r->headers[i];
+    for (size_t j = 0; j < i; j++)
+        if (r->headers[j].name_len == h->name_len && memcmp(r->headers[j].name, h->name, h->name_len) == 0)
+            return true;
+    return false;
+}
+
+/* Push the request's parts as the arguments of the Lua entry point (luagate's serve): method,
+ * path, raw_query, target, body, id, remote_addr, http_version, headers. Returns their count. */
+static int push_request(lua_State *co, const gw_request *r) {
     lua_pushstring(co, r->method);
-    lua_setfield(co, -2, "method");
     lua_pushlstring(co, r->path, r->path_len);
-    lua_setfield(co, -2, "path");
     lua_pushlstring(co, r->query, r->query_len);
-    lua_setfield(co, -2, "raw_query");
     lua_pushlstring(co, r->target, r->target_len);
-    lua_setfield(co, -2, "target");
     lua_pushlstring(co, r->body, r->body_len);
-    lua_setfield(co, -2, "body");
     lua_pushstring(co, r->id);
-    lua_setfield(co, -2, "id");
     lua_pushstring(co, r->remote);
-    lua_setfield(co, -2, "remote_addr");
-    lua_pushstring(co, r->http_minor == 0 ? "1.0" : "1.1");
-    lua_setfield(co, -2, "http_version");
+    lua_pushlstring(co, r->http_minor == 0 ? "1.0" : "1.1", 3);
 
     /* Names are lower-case already; repeated headers are joined as RFC 9110 5.3 allows. */
     lua_createtable(co, 0, (int)r->nheaders);
     for (size_t i = 0; i < r->nheaders; i++) {
         const gw_header *h = &r->headers[i];
         lua_pushlstring(co, h->name, h->name_len);
-        lua_pushvalue(co, -1);
-        lua_rawget(co, -3);
-        if (lua_isnil(co, -1)) {
-            lua_pop(co, 1);
-            lua_pushlstring(co, h->value, h->value_len);
-        } else {
+        if (repeated_name(r, i)) {
+            lua_pushvalue(co, -1);
+            lua_rawget(co, -3);
             bool cookie = h->name_len == 6 && memcmp(h->name, "cookie", 6) == 0;
             lua_pushstring(co, cookie ? "; " : ", ");
             lua_pushlstring(co, h->value, h->value_len);
             lua_concat(co, 3);
+        } else {
+            lua_pushlstring(co, h->value, h->value_len);
         }
         lua_rawset(co, -3);
     }
-    lua_setfield(co, -2, "headers");
+    return 9;
 }
 
 static void on_request(gw_request *req, void *data) {
@@ -291,10 +291,10 @@ static void on_request(gw_request *req, void *data) {
     }
     t->req = req;
     req->app_data = t;
-    snprintf(t->id, sizeof t->id, "%s", req->id);
+    size_t id_len = strlen(req->id); /* at most 64: conn.c checks */
+    memcpy(t->id, req->id, id_len + 1);
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, a->dispatch_ref);
-    runtime_push_request(t->co, req);
-    task_resume(t, 1);
+    task_resume(t, push_request(t->co, req));
 }
 
 static void on_abort(gw_request *req, void *data) {

@@ -70,9 +70,6 @@ void op_unlink(gw_op *op);
 void op_cancel(gw_op *op);
 void op_free(gw_op *op);
 
-/* Push the request as a plain table on co. */
-void runtime_push_request(lua_State *co, const gw_request *r);
-
 int luaopen_luagate_core(lua_State *L);
 
 #endif

@@ -103,8 +103,14 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Responses
 
+local function is_content_type(k)
+  return k == "Content-Type" or k == "content-type" or (#k == 12 and k:lower() == "content-type")
+end
+
+-- Headers as the server takes them: name -> string or list of strings, Content-Type apart.
+-- The common answers (no headers but a Content-Type) make no new table.
 local function normalise_headers(headers)
-  local out, ctype = {}, nil
+  local out, ctype
   for k, v in pairs(headers) do
     if type(k) ~= "string" then error("response header names must be strings", 3) end
     local tv = type(v)
@@ -115,8 +121,12 @@ local function normalise_headers(headers)
     elseif tv ~= "string" then
       v = tostring(v)
     end
-    if k:lower() == "content-type" then ctype = type(v) == "table" and v[1] or v
-    else out[k] = v end
+    if is_content_type(k) then
+      ctype = type(v) == "table" and v[1] or v
+    else
+      out = out or {}
+      out[k] = v
+    end
   end
   return out, ctype
 end
@@ -162,13 +172,14 @@ end
 
 --- true when path is a path on the upstream's host: it starts with one "/", and holds no "..",
 --- backslash, whitespace or control characters that could lead elsewhere.
+local byte, find = string.byte, string.find
+
 function M.is_safe_path(path)
-  if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:sub(2, 2) == "/" then return false end
+  if type(path) ~= "string" or byte(path, 1) ~= 47 or byte(path, 2) == 47 then return false end -- "/", not "//"
+  if find(path, "[%s%c\\#]") or find(path, "..", 1, true) then return false end
   -- An encoded dot ("%2e") is never needed and may be decoded into ".." upstream; an encoded
   -- percent ("%25") can hide one from a single decoding.
-  local lower = path:lower()
-  if path:find("[%s%c\\]") or path:find("%.%.") or lower:find("%%2e") or lower:find("%%25") then return false end
-  if path:find("#", 1, true) then return false end
+  if find(path, "%", 1, true) and (find(path, "%%2[eE]") or find(path, "%%25")) then return false end
   return true
 end
 
@@ -182,11 +193,30 @@ local function header_lines(lines, headers)
   end
 end
 
+local NO_OPTS = {}
+
+-- What fetch needs of an upstream, worked out once: its header lines (default headers and a
+-- bearer token) and its basic-auth "user:password".
+local function prepare_upstream(up)
+  local lines = {}
+  header_lines(lines, up.headers or NO_OPTS)
+  local auth = up.auth
+  if auth and auth.bearer then lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer end
+  up._lines = lines
+  up._userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
+  return up
+end
+
+local function auth_of(auth, lines)
+  if auth.bearer then lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer
+  elseif auth.user then return auth.user .. ":" .. (auth.password or "") end
+end
+
 -- Start one transfer: target is an upstream name (then path is its path) or a full URL.
 local function start(target, path, opts)
   local url, up
   if type(target) ~= "string" then return nil, "fetch: expected an upstream name or a URL" end
-  if target:find("://", 1, true) then
+  if find(target, "://", 1, true) then
     url, opts = target, path
   else
     up = app.upstreams[target]
@@ -195,39 +225,38 @@ local function start(target, path, opts)
       return nil, ("bad path for upstream '%s': %s"):format(target, tostring(path))
     end
     url = up.url .. path
+    if not up._lines then prepare_upstream(up) end
   end
-  opts = opts or {}
-  local lines = {}
-  if up then header_lines(lines, up.headers) end
-  if opts.headers then header_lines(lines, opts.headers) end
-
-  local body = opts.body
-  if type(body) == "table" then
-    body = json.encode(body)
-    lines[#lines + 1] = "Content-Type: application/json"
+  opts = opts or NO_OPTS
+  local body, lines, userpwd = opts.body, up and up._lines, up and up._userpwd
+  -- The upstream's prepared lines serve as they are, unless this call adds its own.
+  if opts.headers or opts.auth or type(body) == "table" or not up then
+    local own = {}
+    if up then for i = 1, #up._lines do own[i] = up._lines[i] end end
+    if opts.headers then header_lines(own, opts.headers) end
+    if type(body) == "table" then
+      body = json.encode(body)
+      own[#own + 1] = "Content-Type: application/json"
+    end
+    if opts.auth then userpwd = auth_of(opts.auth, own) end
+    lines = own
   end
-  local method = opts.method or (body and "POST" or "GET")
-  local userpwd
-  local auth = opts.auth or (up and up.auth)
-  if auth then
-    if auth.bearer then lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer
-    elseif auth.user then userpwd = auth.user .. ":" .. (auth.password or "") end
-  end
+  local method = opts.method and opts.method:upper() or (body and "POST" or "GET")
   local timeout = opts.timeout or (up and up.timeout) or 30
   local connect_timeout = opts.connect_timeout or (up and up.connect_timeout) or timeout
   if app.mock then
     -- A spec's canned answer: still a real op (a zero-length sleep), so the handler yields as it
     -- would on the network, but the result is the canned one.
-    local res, err = app.mock { method = method:upper(), url = url, upstream = up and target, path = up and path,
+    local res, err = app.mock { method = method, url = url, upstream = up and target, path = up and path,
                                 headers = lines, body = body, timeout = timeout }
     local id = core.sleep(0)
     local co = running()
     canned[co] = canned[co] or {}
     canned[co][id] = { res and { status = res.status or 200, headers = res.headers or {}, body = res.body or "" },
-                       err or (not res and "no canned response for " .. method:upper() .. " " .. url) or nil }
+                       err or (not res and "no canned response for " .. method .. " " .. url) or nil }
     return id
   end
-  return core.fetch(method:upper(), url, lines, body, timeout, connect_timeout, userpwd, up and not up.keepalive)
+  return core.fetch(method, url, lines, body, timeout, connect_timeout, userpwd, up and not up.keepalive)
 end
 
 -- Wait for the next op of this coroutine: id, result, err.
@@ -353,8 +382,6 @@ local function route(r, req)
 end
 
 local function dispatch_with(r, req, befores, afters)
-  setmetatable(req, request_mt)
-  setmetatable(req.headers, headers_mt)
   local status, body, headers
   if befores and befores[1] then
     for i = 1, #befores do
@@ -367,12 +394,29 @@ local function dispatch_with(r, req, befores, afters)
   return finish(status, body, headers)
 end
 
--- Called by the server for each request.
-local function dispatch(req)
+-- The server's entry point for each request, with the request's parts as arguments: a table
+-- constructor with constant keys is much cheaper than filling the table from C.
+local function new_request(method, path, raw_query, target, body, id, remote_addr, http_version, headers)
+  return setmetatable({
+    method = method, path = path, raw_query = raw_query, target = target, body = body, id = id,
+    remote_addr = remote_addr, http_version = http_version, headers = setmetatable(headers, headers_mt),
+  }, request_mt)
+end
+
+local function serve(...)
+  return dispatch_with(app.router, new_request(...), app.befores, app.afters)
+end
+M._serve = serve
+
+-- An entry point like serve for another router (stub upstreams in specs).
+function M._server_for(r)
+  return function(...) return dispatch_with(r, new_request(...)) end
+end
+
+-- Dispatch a request table made by luagate.request.new (specs).
+function M._dispatch(req)
   return dispatch_with(app.router, req, app.befores, app.afters)
 end
-M._dispatch = dispatch
-M._dispatch_with = dispatch_with
 
 -- Specs: answer fetches from fn(call) -> response table | nil, err instead of the network.
 function M._mock_fetch(fn) app.mock = fn end
@@ -416,7 +460,7 @@ function M._boot(conf)
   package.path = conf.routes .. "/?.lua;" .. package.path
   local n = M._load_routes(conf.routes)
   if n == 0 then core.log("warn", "no route scripts (*.lua) in " .. conf.routes) end
-  return dispatch
+  return serve
 end
 
 return M

@@ -5,9 +5,14 @@ local json = require "luagate.json"
 
 local M = {}
 
+local char, tonumber, find, gsub = string.char, tonumber, string.find, string.gsub
+
+local function hex_char(h) return char(tonumber(h, 16)) end
+
+-- Query-string unescape: "+" is a space, %XX a byte. Most values need neither.
 local function unescape(s)
-  s = s:gsub("+", " ")
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  if not find(s, "[%%+]") then return s end
+  return (gsub(gsub(s, "+", " "), "%%(%x%x)", hex_char))
 end
 M.unescape = unescape
 
@@ -20,8 +25,9 @@ function M.decode_query(raw)
   local q = {}
   if not raw or raw == "" then return q end
   for pair in raw:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=(.*)$")
-    if not k then k, v = pair, "" end
+    local eq = find(pair, "=", 1, true)
+    local k, v = pair, ""
+    if eq then k, v = pair:sub(1, eq - 1), pair:sub(eq + 1) end
     k, v = unescape(k), unescape(v)
     local old = q[k]
     if old == nil then q[k] = v

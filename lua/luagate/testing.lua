@@ -75,7 +75,7 @@ function T.stub(routes)
       return handler.status or 200, handler.body, handler.headers
     end)
   end
-  local id, port = core.listen("127.0.0.1", 0, function(req) return gw._dispatch_with(r, req) end)
+  local id, port = core.listen("127.0.0.1", 0, gw._server_for(r))
   assert(id, port)
   stub.port, stub.url = port, "http://127.0.0.1:" .. port
   function stub.close() core.close_server(id) end
