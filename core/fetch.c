@@ -36,6 +36,8 @@ struct gw_transfer {
     gw_fetch_cb cb;
     void *data;
     gw_transfer *spare_next;
+    bool plain_get; /* the handle's last transfer was a GET without body: its options still fit */
+    bool used;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -196,15 +198,33 @@ void fetch_set_max_idle(gw_fetch *f, long max_idle) {
     curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, max_idle > 0 ? max_idle : 256L);
 }
 
-static gw_transfer *transfer_get(gw_fetch *f) {
-    gw_transfer *t = f->spare;
-    if (t) {
-        f->spare = t->spare_next;
-        f->nspare--;
-        curl_easy_reset(t->easy);
-        return t;
-    }
-    t = calloc(1, sizeof *t);
+/* The options that never change: set on a new handle, and again after a reset. */
+static void easy_defaults(gw_fetch *f, gw_transfer *t) {
+    CURL *e = t->easy;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+    /* A gateway goes where its config says, not where http_proxy says; and an explicit empty
+     * proxy spares libcurl five getenv() calls per transfer. */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, f);
+    curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+}
+
+static gw_transfer *transfer_new(gw_fetch *f) {
+    gw_transfer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->easy = curl_easy_init();
     if (!t->easy) {
@@ -212,6 +232,15 @@ static gw_transfer *transfer_get(gw_fetch *f) {
         return NULL;
     }
     t->f = f;
+    easy_defaults(f, t);
+    return t;
+}
+
+static gw_transfer *transfer_get(gw_fetch *f) {
+    gw_transfer *t = f->spare;
+    if (!t) return transfer_new(f);
+    f->spare = t->spare_next;
+    f->nspare--;
     return t;
 }
 
@@ -248,50 +277,41 @@ gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb,
     t->cb = cb;
     t->data = data;
     t->errbuf[0] = '\0';
-    curl_easy_setopt(e, CURLOPT_URL, r->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-    /* A gateway goes where its config says, not where http_proxy says; and an explicit empty
-     * proxy spares libcurl five getenv() calls per transfer. */
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, f);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
-    if (r->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-    if (r->no_reuse) curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-    if (r->userpwd) {
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERPWD, r->userpwd);
-    }
+    /* A handle is reused as it is from one plain GET to the next (the proxy's case); any other
+     * method starts from a reset, since method options interact in libcurl (a HEAD, then a GET,
+     * then a PUT with a body sends no body in 7.88). */
     const char *method = r->method ? r->method : "GET";
-    if (strcmp(method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "GET") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    /* libcurl adds a catch-all Accept header unless told otherwise; no Accept means the same. */
-    t->headers = curl_slist_append(t->headers, "Accept:");
+    bool plain_get = !r->body && strcmp(method, "GET") == 0;
+    if (t->used && !(plain_get && t->plain_get)) {
+        curl_easy_reset(e);
+        easy_defaults(f, t);
+    }
+    t->used = true;
+    t->plain_get = plain_get;
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms > 0 ? r->timeout_ms : 0L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 0L);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, r->no_reuse ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_USERPWD, r->userpwd);
     if (r->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-        curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body);
-        /* curl would wait up to 1 s for "100 Continue" on large bodies: send them at once. */
-        t->headers = curl_slist_append(t->headers, "Expect:");
+        curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body); /* makes it a POST */
+        if (strcmp(method, "POST")) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (!plain_get) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     }
+    /* libcurl adds a catch-all Accept header unless told otherwise; no Accept means the same. */
+    t->headers = curl_slist_append(t->headers, "Accept:");
+    /* curl would wait up to 1 s for "100 Continue" on large bodies: send them at once. */
+    if (r->body) t->headers = curl_slist_append(t->headers, "Expect:");
     for (size_t i = 0; i < r->nheaders; i++) {
         struct curl_slist *l = curl_slist_append(t->headers, r->headers[i]);
         if (!l) break;
         t->headers = l;
     }
-    if (t->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
         transfer_put(f, t);
         *err = "cannot start transfer";

@@ -55,6 +55,30 @@ describe("fetch", function()
     assert.matches("^timeout", err)
   end)
 
+  it("sends each call's own method and body on reused connections and handles", function()
+    local seen = {}
+    local any = testing.stub {
+      ["GET /m"] = function(req) seen[#seen + 1] = "GET " .. req.body return 200, "g" end,
+      ["POST /m"] = function(req) seen[#seen + 1] = "POST " .. req.body return 200, "p" end,
+      ["PUT /m"] = function(req) seen[#seen + 1] = "PUT " .. req.body return 200, "u" end,
+      ["DELETE /m"] = function(req) seen[#seen + 1] = "DELETE " .. req.body return 200, "d" end,
+    }
+    local statuses = testing.run(function()
+      local out = {}
+      for _, call in ipairs {
+        { method = "POST", body = "a" }, {}, { method = "HEAD" }, { method = "DELETE" },
+        { method = "PUT", body = "b" }, {}, { method = "get" },
+      } do
+        local res, err = gw.fetch(any.url .. "/m", call)
+        out[#out + 1] = res and (res.status .. ":" .. res.body) or err
+      end
+      return out
+    end)
+    any.close()
+    assert.same({ "POST a", "GET ", "GET ", "DELETE ", "PUT b", "GET ", "GET " }, seen)
+    assert.same({ "200:p", "200:g", "200:", "200:d", "200:u", "200:g", "200:g" }, statuses)
+  end)
+
   it("keeps repeated response headers as a list", function()
     local res = testing.run(function() return gw.fetch("api", "/cookies") end)
     assert.same({ "a=1", "b=2" }, res.headers["set-cookie"])
