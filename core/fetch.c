@@ -48,6 +48,7 @@ struct gw_fetch {
     sock_watch **watches; /* indexed by fd */
     size_t nwatches;
     size_t active;
+    long max_idle; /* the idle connection pool's size */
     long opened;
     gw_transfer *spare; /* finished transfers with their easy handles, ready for reuse */
     size_t nspare;
@@ -189,13 +190,14 @@ int fetch_init(gw_fetch **out, uv_loop_t *loop, long max_idle) {
     curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
-    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, max_idle > 0 ? max_idle : 256L);
+    fetch_set_max_idle(f, max_idle);
     *out = f;
     return 0;
 }
 
 void fetch_set_max_idle(gw_fetch *f, long max_idle) {
-    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, max_idle > 0 ? max_idle : 256L);
+    f->max_idle = max_idle > 0 ? max_idle : 256L;
+    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, f->max_idle);
 }
 
 /* The options that never change: set on a new handle, and again after a reset. */
@@ -291,7 +293,13 @@ gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb,
     curl_easy_setopt(e, CURLOPT_URL, r->url);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms > 0 ? r->timeout_ms : 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 0L);
-    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, r->no_reuse ? 1L : 0L);
+    /* More transfers in flight than the idle pool holds: libcurl would walk every connection to
+     * the host looking for an idle one (none is), and prune the pool by walking them all again
+     * when each one ends: O(n^2) in a burst of thousands. Past that point, as with nginx's
+     * `keepalive N`, new connections are neither searched for nor kept. */
+    long crowded = f->active >= (size_t)f->max_idle;
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, crowded);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, (r->no_reuse || crowded) ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_USERPWD, r->userpwd);
     if (r->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);

@@ -42,6 +42,7 @@ local upstream_fields = {
     user = { type = "string" }, password = { type = "string" }, bearer = { type = "string" },
   } },
   keepalive = { type = "boolean", default = true, doc = "reuse connections to it" },
+  retries = { type = "integer", default = 2, min = 0, doc = "tries again after a refused connection" },
 }
 
 local top_fields = {
@@ -53,7 +54,7 @@ local top_fields = {
   shutdown_timeout = { type = "number", default = 30, min = 0 },
   max_header_size = { type = "integer", default = 16384, min = 256 },
   max_body_size = { type = "integer", default = 1048576, min = 0 },
-  backlog = { type = "integer", default = 511, min = 1 },
+  backlog = { type = "integer", default = 4096, min = 1 },
   upstream_keepalive = { type = "integer", default = 256, min = 1 },
   upstreams = { type = "table", default = {}, map = { type = "table", fields = upstream_fields } },
   credentials = { type = "table", default = {}, fields = {

@@ -276,69 +276,105 @@ Response.__index = Response
 function Response:json() return json.decode(self.body) end
 M.Response = Response
 
---- Fetch from an upstream: fetch("api", "/users/1", opts) or fetch("http://host/x", opts).
---- opts: method, headers, body (a table is sent as JSON), timeout and connect_timeout (seconds),
---- auth = { user =, password = } or { bearer = }. Returns a response
---- { status, headers, body, :json() } or nil, err ("timeout: ...", "connection refused: ...").
-function M.fetch(target, path, opts)
-  local id, err = start(target, path, opts)
-  if not id then return nil, err end
-  local _, res, ferr = await()
-  if res then return setmetatable(res, Response) end
-  return nil, ferr
+-- Connection failures are retried: the request was never sent, so any method may try again.
+local function can_retry(err)
+  return type(err) == "string" and find(err, "^connection refused") ~= nil
 end
 
-local function unpack_call(spec)
+local function retries_for(target, path, opts)
+  if type(target) == "string" and find(target, "://", 1, true) then opts = path end
+  local n = opts and opts.retries
+  if n == nil then
+    local up = app.upstreams[target]
+    n = up and up.retries or 0
+  end
+  return n
+end
+
+local function backoff(try) return 0.02 * 4 ^ (try - 1) end -- 20 ms, 80 ms, 320 ms, ...
+
+--- Fetch from an upstream: fetch("api", "/users/1", opts) or fetch("http://host/x", opts).
+--- opts: method, headers, body (a table is sent as JSON), timeout and connect_timeout (seconds),
+--- auth = { user =, password = } or { bearer = }, retries (after a refused connection).
+--- Returns a response { status, headers, body, :json() } or nil, err ("timeout: ...",
+--- "connection refused: ...").
+function M.fetch(target, path, opts)
+  local tries = 0
+  while true do
+    local id, err = start(target, path, opts)
+    if not id then return nil, err end
+    local _, res, ferr = await()
+    if res then return setmetatable(res, Response) end
+    if not can_retry(ferr) or tries >= retries_for(target, path, opts) then return nil, ferr end
+    tries = tries + 1
+    core.sleep(backoff(tries))
+    yield(WAIT)
+  end
+end
+
+local function start_spec(spec)
   if type(spec) ~= "table" then return nil, "each request is a table { target, path, opts }" end
   local target = spec[1]
-  if type(target) == "string" and target:find("://", 1, true) then return start(target, spec[2]) end
+  if type(target) == "string" and find(target, "://", 1, true) then return start(target, spec[2]) end
   return start(target, spec[2], spec[3])
 end
 
---- Run several fetches at once and wait for all: the time taken is the slowest one's, not the sum.
---- requests: a table of { target, path, opts } (an array, or keyed by name).
---- Returns results, errors: two tables with the same keys as requests; results[k] is the
---- response, or nil with errors[k] saying why.
-function M.fetch_all(requests)
-  local results, errors, pending, waiting = {}, {}, {}, 0
-  for k, spec in pairs(requests) do
-    local id, err = unpack_call(spec)
+-- Run calls (key -> { target, path, opts }) at once. Without first_good: wait for all, return
+-- results, errors. With it: return the first response with a status below 500 and its key,
+-- cancelling the rest, or nil, errors.
+local function run_calls(calls, first_good)
+  local results, errors, pending, tries, waiting = {}, {}, {}, {}, 0
+  local function launch(k)
+    local id, err = start_spec(calls[k])
     if id then pending[id], waiting = k, waiting + 1
     else errors[k] = err end
   end
+  for k in pairs(calls) do launch(k) end
   while waiting > 0 do
     local id, res, err = await()
     local k = pending[id]
     if k ~= nil then
       pending[id], waiting = nil, waiting - 1
-      if res then results[k] = setmetatable(res, Response) else errors[k] = err end
+      if type(k) == "table" then
+        launch(k[1]) -- a retry's pause is over
+      elseif res then
+        res = setmetatable(res, Response)
+        if not first_good then
+          results[k] = res
+        elseif res.status < 500 then
+          for other in pairs(pending) do core.cancel(other) end
+          return res, k
+        else
+          errors[k] = "status " .. res.status
+        end
+      else
+        local spec = calls[k]
+        local try = (tries[k] or 0) + 1
+        if can_retry(err) and try <= retries_for(spec[1], spec[2], spec[3]) then
+          tries[k] = try
+          pending[core.sleep(backoff(try))], waiting = { k }, waiting + 1
+        else
+          errors[k] = err
+        end
+      end
     end
   end
+  if first_good then return nil, errors end
   return results, errors
+end
+
+--- Run several fetches at once and wait for all: the time taken is the slowest call's, not the sum.
+--- requests: a table of { target, path, opts } (an array, or keyed by name).
+--- Returns results, errors: two tables with the same keys as requests; results[k] is the
+--- response, or nil with errors[k] saying why.
+function M.fetch_all(requests)
+  return run_calls(requests, false)
 end
 
 --- Run several fetches at once and return the first response with a status below 500, with its
 --- key; the others are cancelled. nil, errors when none succeeded.
 function M.fetch_any(requests)
-  local errors, pending, waiting = {}, {}, 0
-  for k, spec in pairs(requests) do
-    local id, err = unpack_call(spec)
-    if id then pending[id], waiting = k, waiting + 1
-    else errors[k] = err end
-  end
-  while waiting > 0 do
-    local id, res, err = await()
-    local k = pending[id]
-    if k ~= nil then
-      pending[id], waiting = nil, waiting - 1
-      if res and res.status < 500 then
-        for other in pairs(pending) do core.cancel(other) end
-        return setmetatable(res, Response), k
-      end
-      errors[k] = err or ("status " .. res.status)
-    end
-  end
-  return nil, errors
+  return run_calls(requests, true)
 end
 
 --- Wait without blocking the server: seconds may be fractional (0.05 is 50 ms).

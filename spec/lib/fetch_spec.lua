@@ -79,6 +79,23 @@ describe("fetch", function()
     assert.same({ "200:p", "200:g", "200:", "200:d", "200:u", "200:g", "200:g" }, statuses)
   end)
 
+  it("retries a refused connection (the request was never sent), as the upstream says", function()
+    testing.load({}, { upstreams = { down = { url = testing.closed_url, retries = 2 }, once = { url = testing.closed_url, retries = 0 } } })
+    local t0 = gw.now()
+    local res, err = testing.run(function() return gw.fetch("down", "/x") end)
+    local took = gw.now() - t0
+    assert.is_nil(res)
+    assert.matches("^connection refused", err)
+    assert.is_true(took >= 0.095, "two retries wait 20 + 80 ms, took " .. took)
+    t0 = gw.now()
+    local _, errs = testing.run(function() return gw.fetch_all { a = { "once", "/x" }, b = { "down", "/x", { retries = 1 } } } end)
+    took = gw.now() - t0
+    assert.matches("^connection refused", errs.a)
+    assert.matches("^connection refused", errs.b)
+    assert.is_true(took >= 0.019 and took < 0.09, "one retry waits 20 ms, took " .. took)
+    testing.load({}, { upstreams = { api = { url = stub.url } } })
+  end)
+
   it("keeps repeated response headers as a list", function()
     local res = testing.run(function() return gw.fetch("api", "/cookies") end)
     assert.same({ "a=1", "b=2" }, res.headers["set-cookie"])
