@@ -25,6 +25,7 @@ local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
 local app = { router = router.new(), upstreams = {}, befores = {}, afters = {} }
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
+local chain -- defined with the middleware, below
 
 ---------------------------------------------------------------------------------------------------
 -- Routes
@@ -35,7 +36,7 @@ local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {r
 function M.route(method, path, ...)
   local n = select("#", ...)
   local handler = select(n, ...)
-  if n > 1 then handler = M.chain({ ... }, n - 1, handler) end
+  if n > 1 then handler = chain({ ... }, n - 1, handler) end
   app.router:add(method:upper(), path, handler)
 end
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
@@ -64,7 +65,7 @@ local function run_after(afters, req, status, body, headers)
 end
 
 -- The handler wrapped in the first n middleware of list: befores in order, afters in reverse.
-function M.chain(list, n, handler)
+function chain(list, n, handler)
   local befores, afters = {}, {}
   for i = 1, n do
     local mw = as_middleware(list[i])
@@ -468,8 +469,6 @@ function M._reset(upstreams, creds)
   app.befores, app.afters = {}, {}
   app.mock = nil
 end
-
-function M._routes() return app.router:routes() end
 
 -- Load every *.lua in dir, in name order. Errors name the script.
 function M._load_routes(dir)

@@ -100,17 +100,4 @@ function Router:match(method, path)
   return nil, nil, allow
 end
 
--- Every route, for listings: { {method=, path=}, ... }
-function Router:routes()
-  local out = {}
-  for path, e in pairs(self.exact) do
-    for m in pairs(e.methods) do out[#out + 1] = { method = m, path = path } end
-  end
-  for _, r in ipairs(self.patterns) do
-    for m in pairs(r.methods) do out[#out + 1] = { method = m, path = r.path } end
-  end
-  table.sort(out, function(a, b) return a.path < b.path or (a.path == b.path and a.method < b.method) end)
-  return out
-end
-
 return M

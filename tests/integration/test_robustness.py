@@ -21,6 +21,9 @@ gw.get("/t/fetchslow", function(req)
   return 200, res and res.body or err
 end)
 gw.get("/t/ctype", function() return 200, "x", { ["Content-Type"] = "text/plain\r\nSet-Cookie: evil=1" } end)
+gw.get("/t/crlf", function() return 200, "x", { ["X-Note"] = "a\r\nSet-Cookie: evil=1" } end)
+gw.get("/t/badname", function() return 200, "x", { ["X Note"] = "a" } end)
+gw.get("/t/cookies", function() return 200, "x", { ["Set-Cookie"] = { "a=1; HttpOnly", "b=2" } } end)
 gw.get("/t/204", function() return 204, "BODYBYTES" end)
 gw.get("/t/101", function() return 101, "" end)
 gw.get("/t/echo", function(req) return 200, req.path .. " " .. (req.headers["x-a"] or "-") .. "\n" end)
@@ -77,6 +80,18 @@ class RobustnessTest(harness.GatewayTestCase):
         r = self.gw.raw(request_bytes("GET", "/t/ctype"))
         self.assertEqual(r.status, 500)
         self.assertIsNone(r.header("Set-Cookie"))
+
+    def test_header_values_with_crlf_and_bad_names_are_refused_not_sent(self):
+        for path in ("/t/crlf", "/t/badname"):
+            r = self.gw.raw(request_bytes("GET", path))
+            self.assertEqual(r.status, 500, path)
+            self.assertIsNone(r.header("Set-Cookie"))
+            self.assertIn("request_id", r.json())
+        self.assertRegex(self.gw.log(), r"refused response header 'X-Note'")
+
+    def test_multi_valued_headers_are_sent_once_each(self):
+        r = self.gw.raw(request_bytes("GET", "/t/cookies"))
+        self.assertEqual(r.headers_named("Set-Cookie"), ["a=1; HttpOnly", "b=2"])
 
     def test_no_body_after_204_and_keep_alive_stays_in_step(self):
         with self.gw.connect() as c:
