@@ -365,6 +365,7 @@ static void fetch_drain(gw_fetch *f) {
         char error[CURL_ERROR_SIZE + 64];
         if (code == CURLE_OK) {
             curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &res.status);
+            curl_easy_getinfo(e, CURLINFO_CONTENT_TYPE, &res.content_type);
         } else {
             snprintf(error, sizeof error, "%s: %s", error_kind(code), t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
             res.error = error;

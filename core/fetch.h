@@ -34,6 +34,7 @@ typedef struct gw_fetch_result {
     size_t headers_len;
     const char *body;
     size_t body_len;
+    const char *content_type; /* as libcurl parsed it, or NULL */
 } gw_fetch_result;
 
 /* Called once per started transfer, unless it was cancelled. The result is valid during the call. */

@@ -46,8 +46,10 @@ static long ms_of(lua_State *L, int idx) {
 
 /* ---- fetch ---- */
 
-static void push_response_headers(lua_State *co, const char *p, size_t len) {
-    lua_newtable(co);
+/* The header block of a response as a table: lower-case names; a repeated header becomes a list
+ * of its values (Set-Cookie, say). */
+static void push_response_headers(lua_State *L, const char *p, size_t len) {
+    lua_newtable(L);
     const char *end = p + len;
     const char *line = memchr(p, '\n', len); /* skip the status line */
     p = line ? line + 1 : end;
@@ -65,31 +67,40 @@ static void push_response_headers(lua_State *co, const char *p, size_t len) {
             while (v < eol && (*v == ' ' || *v == '\t')) v++;
             const char *ve = eol;
             while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-            /* A repeated header becomes an array of its values (Set-Cookie, say). */
-            lua_pushlstring(co, name, nlen);
-            lua_pushvalue(co, -1);
-            lua_rawget(co, -3);
-            if (lua_isnil(co, -1)) {
-                lua_pop(co, 1);
-                lua_pushlstring(co, v, (size_t)(ve - v));
-                lua_rawset(co, -3);
-            } else if (lua_istable(co, -1)) {
-                lua_pushlstring(co, v, (size_t)(ve - v));
-                lua_rawseti(co, -2, (int)lua_objlen(co, -2) + 1);
-                lua_pop(co, 2);
+            lua_pushlstring(L, name, nlen);
+            lua_pushvalue(L, -1);
+            lua_rawget(L, -3);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_rawset(L, -3);
+            } else if (lua_istable(L, -1)) {
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+                lua_pop(L, 2);
             } else {
-                lua_createtable(co, 2, 0);
-                lua_insert(co, -2);
-                lua_rawseti(co, -2, 1);
-                lua_pushlstring(co, v, (size_t)(ve - v));
-                lua_rawseti(co, -2, 2);
-                lua_rawset(co, -3);
+                lua_createtable(L, 2, 0);
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, 1);
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_rawseti(L, -2, 2);
+                lua_rawset(L, -3);
             }
         }
         p = next;
     }
 }
 
+/* core.parse_headers(block) -> table: a response's headers, parsed when a script first asks. */
+static int l_parse_headers(lua_State *L) {
+    size_t len;
+    const char *block = luaL_checklstring(L, 1, &len);
+    push_response_headers(L, block, len);
+    return 1;
+}
+
+/* A finished transfer resumes its task with (id, status, body, header_block, content_type), or
+ * (id, nil, err): plain values, which Lua turns into a response with a constant-key constructor. */
 static void on_fetch_done(const gw_fetch_result *res, void *data) {
     gw_op *op = data;
     gw_task *t = op->task;
@@ -103,14 +114,12 @@ static void on_fetch_done(const gw_fetch_result *res, void *data) {
         task_resume(t, 3);
         return;
     }
-    lua_createtable(co, 0, 4);
     lua_pushinteger(co, res->status);
-    lua_setfield(co, -2, "status");
     lua_pushlstring(co, res->body, res->body_len);
-    lua_setfield(co, -2, "body");
-    push_response_headers(co, res->headers, res->headers_len);
-    lua_setfield(co, -2, "headers");
-    task_resume(t, 2);
+    lua_pushlstring(co, res->headers, res->headers_len);
+    if (res->content_type) lua_pushstring(co, res->content_type);
+    else lua_pushnil(co);
+    task_resume(t, 5);
 }
 
 /* core.fetch(method, url, header_lines, body, timeout_s, connect_timeout_s, userpwd, no_reuse)
@@ -396,7 +405,7 @@ int luaopen_luagate_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"fetch", l_fetch},         {"sleep", l_sleep},   {"cancel", l_cancel},
         {"now", l_now},             {"log", l_log},       {"list_dir", l_list_dir},
-        {"stats", l_stats},             {"listen", l_listen},
+        {"stats", l_stats},         {"parse_headers", l_parse_headers},             {"listen", l_listen},
         {"close_server", l_close_server},                 {"run", l_run},
         {NULL, NULL}};
     lua_newtable(L);

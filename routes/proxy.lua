@@ -18,5 +18,6 @@ gw.get("/v1/proxy", function(req)
     return gw.upstream_error(err) -- 504 on timeout, 502 when refused or unreachable
   end
 
-  return res.status, res.body, { ["Content-Type"] = res.headers["content-type"] or "application/octet-stream" }
+  -- res.headers holds every response header; the content type is also at hand as res.content_type.
+  return res.status, res.body, { ["Content-Type"] = res.content_type or "application/octet-stream" }
 end)

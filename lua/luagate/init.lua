@@ -260,22 +260,46 @@ local function start(target, path, opts)
   return core.fetch(method, url, lines, body, timeout, connect_timeout, userpwd, up and not up.keepalive)
 end
 
--- Wait for the next op of this coroutine: id, result, err.
-local function await()
-  local id, res, err = yield(WAIT)
-  local c = canned[running()]
-  if c and c[id] then
-    res, err = c[id][1], c[id][2]
-    c[id] = nil
-  end
-  return id, res, err
+-- A response: { status, body, content_type, headers, :json() }. headers is parsed from the raw
+-- header block when first asked for: most handlers only pass status, body and content type on.
+local Response = {}
+--- The response body parsed as JSON: value | nil, err
+function Response.json(res) return json.decode(res.body) end
+
+local parse_headers = core.parse_headers
+local response_mt = {
+  __index = function(res, k)
+    if k == "headers" then
+      local h = parse_headers(rawget(res, "_head") or "")
+      rawset(res, "headers", h)
+      return h
+    end
+    return Response[k]
+  end,
+}
+
+local function new_response(status, body, head, content_type)
+  return setmetatable({ status = status, body = body, content_type = content_type, _head = head }, response_mt)
 end
 
-local Response = {}
-Response.__index = Response
---- The response body parsed as JSON: value | nil, err
-function Response:json() return json.decode(self.body) end
-M.Response = Response
+-- Wait for the next op of this coroutine: id, response or nil, err.
+local function await()
+  local id, status, body, head, ctype = yield(WAIT)
+  if app.mock then
+    local c = canned[running()]
+    local r = c and c[id]
+    if r then
+      c[id] = nil
+      if not r[1] then return id, nil, r[2] end
+      local h = r[1].headers
+      local res = setmetatable({ status = r[1].status, body = r[1].body, headers = h,
+                                 content_type = h["content-type"] or h["Content-Type"] }, response_mt)
+      return id, res
+    end
+  end
+  if status then return id, new_response(status, body, head, ctype) end
+  return id, nil, body
+end
 
 -- Connection failures are retried: the request was never sent, so any method may try again.
 local function can_retry(err)
@@ -297,15 +321,15 @@ local function backoff(try) return 0.02 * 4 ^ (try - 1) end -- 20 ms, 80 ms, 320
 --- Fetch from an upstream: fetch("api", "/users/1", opts) or fetch("http://host/x", opts).
 --- opts: method, headers, body (a table is sent as JSON), timeout and connect_timeout (seconds),
 --- auth = { user =, password = } or { bearer = }, retries (after a refused connection).
---- Returns a response { status, headers, body, :json() } or nil, err ("timeout: ...",
---- "connection refused: ...").
+--- Returns a response { status, body, content_type, headers, :json() } or nil, err
+--- ("timeout: ...", "connection refused: ...").
 function M.fetch(target, path, opts)
   local tries = 0
   while true do
     local id, err = start(target, path, opts)
     if not id then return nil, err end
     local _, res, ferr = await()
-    if res then return setmetatable(res, Response) end
+    if res then return res end
     if not can_retry(ferr) or tries >= retries_for(target, path, opts) then return nil, ferr end
     tries = tries + 1
     core.sleep(backoff(tries))
@@ -339,7 +363,6 @@ local function run_calls(calls, first_good)
       if type(k) == "table" then
         launch(k[1]) -- a retry's pause is over
       elseif res then
-        res = setmetatable(res, Response)
         if not first_good then
           results[k] = res
         elseif res.status < 500 then
