@@ -36,6 +36,7 @@ struct gw_transfer {
     gw_fetch_cb cb;
     void *data;
     gw_transfer *spare_next;
+    int pool;
     bool plain_get; /* the handle's last transfer was a GET without body: its options still fit */
     bool used;
     char errbuf[CURL_ERROR_SIZE];
@@ -49,6 +50,8 @@ struct gw_fetch {
     size_t nwatches;
     size_t active;
     long max_idle; /* the idle connection pool's size */
+    size_t *pool_active; /* transfers in flight per upstream pool, indexed by pool number */
+    size_t npools;
     long opened;
     gw_transfer *spare; /* finished transfers with their easy handles, ready for reuse */
     size_t nspare;
@@ -265,6 +268,18 @@ static void transfer_put(gw_fetch *f, gw_transfer *t) {
     f->nspare++;
 }
 
+/* Room for pool number n in the per-pool counters. */
+static bool pool_reserve(gw_fetch *f, int n) {
+    if ((size_t)n < f->npools) return true;
+    size_t count = (size_t)n + 8;
+    size_t *p = realloc(f->pool_active, count * sizeof *p);
+    if (!p) return false;
+    memset(p + f->npools, 0, (count - f->npools) * sizeof *p);
+    f->pool_active = p;
+    f->npools = count;
+    return true;
+}
+
 gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb, void *data, const char **err) {
     if (f->closing) {
         *err = "shutting down";
@@ -298,8 +313,12 @@ gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb,
      * when each one ends: O(n^2) in a burst of thousands. Past that point, as with nginx's
      * `keepalive N`, new connections are neither searched for nor kept. */
     long crowded = f->active >= (size_t)f->max_idle;
+    /* An upstream's own pool size works the same way: with N of its transfers in flight, the
+     * next one's connection is closed after use, so at most N idle ones are kept for it. */
+    bool pool_full = r->pool > 0 && r->pool_size >= 0 && pool_reserve(f, r->pool) &&
+                     f->pool_active[r->pool] >= (size_t)r->pool_size;
     curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, crowded);
-    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, (r->no_reuse || crowded) ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, (crowded || pool_full) ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_USERPWD, r->userpwd);
     if (r->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
@@ -326,12 +345,20 @@ gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb,
         return NULL;
     }
     f->active++;
+    t->pool = r->pool > 0 && pool_reserve(f, r->pool) ? r->pool : 0;
+    if (t->pool) f->pool_active[t->pool]++;
     return t;
+}
+
+static void transfer_ended(gw_fetch *f, gw_transfer *t) {
+    f->active--;
+    if (t->pool) f->pool_active[t->pool]--;
+    t->pool = 0;
 }
 
 void fetch_cancel(gw_fetch *f, gw_transfer *t) {
     curl_multi_remove_handle(f->multi, t->easy);
-    f->active--;
+    transfer_ended(f, t);
     transfer_put(f, t);
 }
 
@@ -359,7 +386,7 @@ static void fetch_drain(gw_fetch *f) {
         gw_transfer *t = NULL;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
         curl_multi_remove_handle(f->multi, e);
-        f->active--;
+        transfer_ended(f, t);
 
         gw_fetch_result res = {0};
         char error[CURL_ERROR_SIZE + 64];
@@ -390,6 +417,7 @@ long fetch_connections_opened(const gw_fetch *f) {
 
 static void on_timer_closed(uv_handle_t *h) {
     gw_fetch *f = h->data;
+    free(f->pool_active);
     free(f->watches);
     free(f);
 }

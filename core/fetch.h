@@ -23,7 +23,8 @@ typedef struct gw_fetch_request {
     long timeout_ms;         /* whole transfer; 0: none */
     long connect_timeout_ms; /* 0: libcurl's default */
     const char *userpwd;     /* "user:password" for basic auth, or NULL */
-    bool no_reuse;           /* close the connection afterwards instead of keeping it alive */
+    int pool;                /* the upstream's pool number (1, 2, ...), 0 for none */
+    long pool_size;          /* idle connections the pool keeps; < 0: no limit of its own */
 } gw_fetch_request;
 
 typedef struct gw_fetch_result {

@@ -122,7 +122,7 @@ static void on_fetch_done(const gw_fetch_result *res, void *data) {
     task_resume(t, 5);
 }
 
-/* core.fetch(method, url, header_lines, body, timeout_s, connect_timeout_s, userpwd, no_reuse)
+/* core.fetch(method, url, header_lines, body, timeout_s, connect_timeout_s, userpwd, pool, pool_size)
  *   -> id | nil, err */
 static int l_fetch(lua_State *L) {
     gw_task *t = op_owner(L, "fetch");
@@ -134,7 +134,8 @@ static int l_fetch(lua_State *L) {
     r.timeout_ms = ms_of(L, 5);
     r.connect_timeout_ms = ms_of(L, 6);
     r.userpwd = luaL_optstring(L, 7, NULL);
-    r.no_reuse = lua_toboolean(L, 8);
+    r.pool = (int)luaL_optinteger(L, 8, 0);
+    r.pool_size = (long)luaL_optinteger(L, 9, -1);
 
     const char *lines[65];
     size_t n = 0;

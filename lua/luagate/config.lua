@@ -41,7 +41,7 @@ local upstream_fields = {
   auth = { type = "table", fields = {
     user = { type = "string" }, password = { type = "string" }, bearer = { type = "string" },
   } },
-  keepalive = { type = "boolean", default = true, doc = "reuse connections to it" },
+  keepalive = { type = "integer", min = 0, doc = "idle connections kept for it (0: none)" },
   retries = { type = "integer", default = 2, min = 0, doc = "tries again after a refused connection" },
 }
 

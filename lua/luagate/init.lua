@@ -205,6 +205,8 @@ local function prepare_upstream(up)
   if auth and auth.bearer then lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer end
   up._lines = lines
   up._userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
+  app.pools = (app.pools or 0) + 1
+  up._pool = app.pools -- its own count of transfers in flight, for its keepalive size
   return up
 end
 
@@ -257,7 +259,7 @@ local function start(target, path, opts)
                        err or (not res and "no canned response for " .. method .. " " .. url) or nil }
     return id
   end
-  return core.fetch(method, url, lines, body, timeout, connect_timeout, userpwd, up and not up.keepalive)
+  return core.fetch(method, url, lines, body, timeout, connect_timeout, userpwd, up and up._pool, up and up.keepalive)
 end
 
 -- A response: { status, body, content_type, headers, :json() }. headers is parsed from the raw

@@ -108,6 +108,27 @@ describe("fetch", function()
     assert.equal(before, testing.stats().upstream_connections_opened)
   end)
 
+  it("keeps at most an upstream's keepalive idle connections for it", function()
+    local function slow() gw.sleep(0.05) return 200, "ok" end
+    local s1, s2, s3 = testing.stub { ["GET /s"] = slow }, testing.stub { ["GET /s"] = slow }, testing.stub { ["GET /s"] = slow }
+    testing.load({}, { upstreams = { many = { url = s1.url }, one = { url = s2.url, keepalive = 1 },
+                                     none = { url = s3.url, keepalive = 0 } } })
+    local function opened_by(calls)
+      local before = testing.stats().upstream_connections_opened
+      testing.run(function() return gw.fetch_all(calls) end)
+      return testing.stats().upstream_connections_opened - before
+    end
+    local function three(name) return { { name, "/s" }, { name, "/s" }, { name, "/s" } } end
+    assert.equal(3, opened_by(three("many")))
+    assert.equal(0, opened_by(three("many"))) -- all three were kept
+    assert.equal(3, opened_by(three("one")))
+    assert.equal(2, opened_by(three("one")))  -- one was kept
+    assert.equal(1, opened_by { { "none", "/s" } })
+    assert.equal(1, opened_by { { "none", "/s" } }) -- none was kept
+    s1.close() s2.close() s3.close()
+    testing.load({}, { upstreams = { api = { url = stub.url } } })
+  end)
+
   it("refuses header values with CR or LF", function()
     local res, err = testing.run(function()
       return gw.fetch("api", "/after/0", { headers = { ["X-Evil"] = "a\r\nInjected: 1" } })
