@@ -634,12 +634,9 @@ static void conn_start_reading(gw_conn *c) {
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-void conn_accept(gw_server *srv) {
+bool conn_accept(gw_server *srv) {
     gw_conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        log_error("accept: out of memory");
-        return;
-    }
+    if (!c) return false;
     c->srv = srv;
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->timer);
@@ -653,7 +650,7 @@ void conn_accept(gw_server *srv) {
         c->closing = true;
         uv_close((uv_handle_t *)&c->timer, on_handle_closed);
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-        return;
+        return true;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     llhttp_init(&c->parser, HTTP_REQUEST, &srv->settings);
@@ -675,4 +672,5 @@ void conn_accept(gw_server *srv) {
     snprintf(c->remote, sizeof c->remote, "%s:%d", ip, port);
     timer_set(c, srv->limits.keepalive_timeout_ms);
     conn_start_reading(c);
+    return true;
 }

@@ -6,6 +6,8 @@
 #include "log.h"
 #include "server_internal.h"
 
+static void on_reject_closed(uv_handle_t *h);
+
 static void on_connection(uv_stream_t *l, int status) {
     gw_server *srv = l->data;
     if (status < 0) {
@@ -13,13 +15,28 @@ static void on_connection(uv_stream_t *l, int status) {
         log_error("accept: %s", uv_strerror(status));
         return;
     }
-    conn_accept(srv);
+    if (conn_accept(srv)) return;
+    /* Out of memory: the client must still be taken off the listen queue, or libuv stops
+     * watching the listener for good. */
+    log_error("accept: out of memory; closing the new connection");
+    if (srv->reject_busy) return;
+    uv_tcp_init(srv->loop, &srv->reject);
+    srv->reject.data = srv;
+    srv->reject_busy = true;
+    uv_accept(l, (uv_stream_t *)&srv->reject);
+    uv_close((uv_handle_t *)&srv->reject, on_reject_closed);
 }
 
 static void server_maybe_done(gw_server *srv) {
-    if (!srv->draining || !srv->listener_closed || srv->nconns > 0) return;
+    if (!srv->draining || !srv->listener_closed || srv->nconns > 0 || srv->reject_busy) return;
     if (srv->on_closed) srv->on_closed(srv->on_closed_arg);
     free(srv);
+}
+
+static void on_reject_closed(uv_handle_t *h) {
+    gw_server *srv = h->data;
+    srv->reject_busy = false;
+    server_maybe_done(srv);
 }
 
 static void on_listener_closed(uv_handle_t *h) {

@@ -22,13 +22,16 @@ struct gw_server {
     void (*on_closed)(void *arg);
     void *on_closed_arg;
     gw_http_date date;
+    uv_tcp_t reject; /* accepts and closes a client when no memory is left for it */
+    bool reject_busy;
     uint32_t id_prefix; /* random per process: ids differ across restarts */
     uint32_t id_counter;
     char read_slab[65536]; /* one read buffer for all connections: reads are never nested */
 };
 
 void conn_init_settings(llhttp_settings_t *s);
-void conn_accept(gw_server *srv);
+/* Accept a client; false when there is no memory for it (the caller must still take it). */
+bool conn_accept(gw_server *srv);
 /* Close now if idle, else after the response in flight. */
 void conn_shutdown(gw_conn *c);
 void conn_close(gw_conn *c);
