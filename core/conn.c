@@ -159,6 +159,9 @@ static void on_write_done(uv_write_t *w, int status) {
         conn_close(c);
         return;
     }
+    /* The answer is out: a send timeout becomes the keep-alive idle timeout again. */
+    if (c->tcp.write_queue_size == 0 && !c->in_flight && !c->in_message && !c->lingering)
+        timer_set(c, c->srv->limits.keepalive_timeout_ms);
     if (c->write_blocked && c->tcp.write_queue_size < MAX_QUEUED_OUTPUT / 2) {
         c->write_blocked = false;
         if (c->read_stopped) {

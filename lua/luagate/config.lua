@@ -42,7 +42,7 @@ local upstream_fields = {
     user = { type = "string" }, password = { type = "string" }, bearer = { type = "string" },
   } },
   keepalive = { type = "integer", min = 0, doc = "idle connections kept for it (0: none)" },
-  retries = { type = "integer", default = 2, min = 0, doc = "tries again after a refused connection" },
+  retries = { type = "integer", default = 2, min = 0, max = 10, doc = "tries again after a refused connection" },
 }
 
 local top_fields = {
@@ -142,6 +142,9 @@ function check_value(ctx, spec, v, path, line)
   end
   if spec.min and v < spec.min then
     return nil, ctx.err(line, path, ("must be at least %s, got %s"):format(spec.min, v))
+  end
+  if spec.max and v > spec.max then
+    return nil, ctx.err(line, path, ("must be at most %s, got %s"):format(spec.max, v))
   end
   if spec.enum and not spec.enum[v] then
     local names = {}

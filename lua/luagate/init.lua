@@ -196,14 +196,17 @@ end
 
 local NO_OPTS = {}
 
--- What fetch needs of an upstream, worked out once: its header lines (default headers and a
--- bearer token) and its basic-auth "user:password".
+-- What fetch needs of an upstream, worked out once: its default header lines, the same with its
+-- bearer token, and its basic-auth "user:password". A call's own auth replaces the upstream's.
 local function prepare_upstream(up)
-  local lines = {}
-  header_lines(lines, up.headers or NO_OPTS)
-  local auth = up.auth
-  if auth and auth.bearer then lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer end
-  up._lines = lines
+  local plain = {}
+  header_lines(plain, up.headers or NO_OPTS)
+  local lines, auth = plain, up.auth
+  if auth and auth.bearer then
+    lines = { unpack(plain) }
+    lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer
+  end
+  up._plain_lines, up._lines = plain, lines
   up._userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
   app.pools = (app.pools or 0) + 1
   up._pool = app.pools -- its own count of transfers in flight, for its keepalive size
@@ -235,13 +238,14 @@ local function start(target, path, opts)
   -- The upstream's prepared lines serve as they are, unless this call adds its own.
   if opts.headers or opts.auth or type(body) == "table" or not up then
     local own = {}
-    if up then for i = 1, #up._lines do own[i] = up._lines[i] end end
+    local base = up and (opts.auth and up._plain_lines or up._lines)
+    if base then for i = 1, #base do own[i] = base[i] end end
     if opts.headers then header_lines(own, opts.headers) end
     if type(body) == "table" then
       body = json.encode(body)
       own[#own + 1] = "Content-Type: application/json"
     end
-    if opts.auth then userpwd = auth_of(opts.auth, own) end
+    if opts.auth then userpwd = auth_of(opts.auth, own) end -- nil for {}: no auth at all
     lines = own
   end
   local method = opts.method and opts.method:upper() or (body and "POST" or "GET")
@@ -318,7 +322,8 @@ local function retries_for(target, path, opts)
   return n
 end
 
-local function backoff(try) return 0.02 * 4 ^ (try - 1) end -- 20 ms, 80 ms, 320 ms, ...
+-- 20 ms, 80 ms, 320 ms, then 1 s at most: a retry never waits longer than a second.
+local function backoff(try) return math.min(0.02 * 4 ^ (try - 1), 1) end
 
 --- Fetch from an upstream: fetch("api", "/users/1", opts) or fetch("http://host/x", opts).
 --- opts: method, headers, body (a table is sent as JSON), timeout and connect_timeout (seconds),

@@ -129,6 +129,21 @@ describe("fetch", function()
     testing.load({}, { upstreams = { api = { url = stub.url } } })
   end)
 
+  it("lets a call's own auth replace the upstream's, never add to it", function()
+    local who = testing.stub { ["GET /who"] = function(req) return 200, req.headers.authorization or "none" end }
+    testing.load({}, { upstreams = { b = { url = who.url, auth = { bearer = "UPSTREAM" } } } })
+    local got = testing.run(function()
+      local out = {}
+      for _, auth in ipairs { false, { bearer = "CALL" }, { user = "u", password = "p" }, {} } do
+        out[#out + 1] = gw.fetch("b", "/who", auth and { auth = auth } or nil).body
+      end
+      return out
+    end)
+    who.close()
+    assert.same({ "Bearer UPSTREAM", "Bearer CALL", "Basic dTpw", "none" }, got)
+    testing.load({}, { upstreams = { api = { url = stub.url } } })
+  end)
+
   it("refuses header values with CR or LF", function()
     local res, err = testing.run(function()
       return gw.fetch("api", "/after/0", { headers = { ["X-Evil"] = "a\r\nInjected: 1" } })
