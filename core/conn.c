@@ -243,13 +243,8 @@ void server_respond(gw_request *req, const gw_response *resp) {
 static void conn_fail(gw_conn *c, int status, const char *message) {
     if (c->req.id == NULL) server_new_request_id(c->srv, c->id);
     const char *id = c->req.id ? c->req.id : c->id;
-    char body[256];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"request_id\":\"%s\"}\n", message, id);
-    gw_response r = {.status = status,
-                     .content_type = "application/json",
-                     .content_type_len = 16,
-                     .body = body,
-                     .body_len = (size_t)n};
+    char body[RESPONSE_ERROR_BUF];
+    gw_response r = response_error(status, message, id, body);
     log_info("%s: %d %s", c->remote, status, message);
     c->req.http_minor = 1;
     c->req.is_head = false;

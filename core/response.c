@@ -42,6 +42,16 @@ const char *response_reason(int status) {
     }
 }
 
+gw_response response_error(int status, const char *message, const char *request_id, char *buf) {
+    int n = snprintf(buf, RESPONSE_ERROR_BUF, "{\"error\":\"%s\",\"request_id\":\"%s\"}\n", message, request_id);
+    if (n < 0 || n >= RESPONSE_ERROR_BUF) n = 0;
+    return (gw_response){.status = status,
+                         .content_type = "application/json",
+                         .content_type_len = 16,
+                         .body = buf,
+                         .body_len = (size_t)n};
+}
+
 static bool is_token_char(unsigned char c) {
     if (c >= '0' && c <= '9') return true;
     if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;

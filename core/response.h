@@ -26,6 +26,12 @@ typedef struct gw_response {
     size_t nheaders;
 } gw_response;
 
+#define RESPONSE_ERROR_BUF 256
+
+/* An answer luagate makes itself: {"error": message, "request_id": id} as JSON, formatted into
+ * buf (RESPONSE_ERROR_BUF bytes, which the caller keeps alive while the response is used). */
+gw_response response_error(int status, const char *message, const char *request_id, char *buf);
+
 /* The reason phrase of a status code ("Unknown" for codes without one). */
 const char *response_reason(int status);
 

@@ -56,13 +56,8 @@ static const char *request_label(const gw_task *t) {
 }
 
 static void respond_error(gw_task *t, int status, const char *message) {
-    char body[192];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"request_id\":\"%s\"}\n", message, t->req->id);
-    gw_response r = {.status = status,
-                     .content_type = "application/json",
-                     .content_type_len = 16,
-                     .body = body,
-                     .body_len = (size_t)n};
+    char body[RESPONSE_ERROR_BUF];
+    gw_response r = response_error(status, message, t->req->id, body);
     server_respond(t->req, &r);
 }
 
