@@ -3,6 +3,7 @@
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <uv.h>
 
 static double number_field(lua_State *L, const char *key) {
     lua_getfield(L, -1, key);
@@ -43,6 +44,9 @@ int config_load(lua_State *L, const char *path, gw_config *out, char *err, size_
     memset(out, 0, sizeof *out);
     string_field(L, "host", out->host, sizeof out->host);
     out->port = (int)number_field(L, "port");
+    lua_getfield(L, -1, "workers");
+    out->workers = lua_type(L, -1) == LUA_TSTRING ? (int)uv_available_parallelism() : (int)lua_tonumber(L, -1);
+    lua_pop(L, 1);
     out->limits.max_header_size = (size_t)number_field(L, "max_header_size");
     out->limits.max_body_size = (size_t)number_field(L, "max_body_size");
     out->limits.keepalive_timeout_ms = (uint64_t)(number_field(L, "keepalive_timeout") * 1000);

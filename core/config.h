@@ -12,6 +12,7 @@
 typedef struct gw_config {
     char host[256];
     int port;
+    int workers; /* processes sharing the port; "auto" is resolved to the CPU count */
     gw_limits limits;
     uint64_t shutdown_timeout_ms;
     long upstream_keepalive;

@@ -9,6 +9,7 @@
 /* Set once before the loop starts, read-only afterwards. */
 static int max_level = GW_LOG_INFO;
 static const char *const names[] = {"error", "warn", "info", "debug"};
+static char process[32];
 
 int log_set_level_name(const char *name) {
     for (int i = 0; i < 4; i++) {
@@ -18,6 +19,10 @@ int log_set_level_name(const char *name) {
         }
     }
     return -1;
+}
+
+void log_set_process(const char *name) {
+    snprintf(process, sizeof process, "%s: ", name);
 }
 
 int log_enabled(int level) {
@@ -39,5 +44,5 @@ void log_msg(int level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s [%s] %s\n", stamp, names[level], line);
+    fprintf(stderr, "%s [%s] %s%s\n", stamp, names[level], process, line);
 }

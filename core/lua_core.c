@@ -272,11 +272,15 @@ static int l_list_dir(lua_State *L) {
     return 1;
 }
 
-/* core.stats() -> { handlers, upstream_active, upstream_connections_opened }: counters kept anyway,
- * read only when asked, so that they cost the request path nothing. */
+/* core.stats() -> { handlers, upstream_active, upstream_connections_opened, worker, pid }: counters
+ * kept anyway, read only when asked, so that they cost the request path nothing. */
 static int l_stats(lua_State *L) {
     gw_runtime *rt = runtime_of(L);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, rt->worker_id);
+    lua_setfield(L, -2, "worker");
+    lua_pushinteger(L, uv_os_getpid());
+    lua_setfield(L, -2, "pid");
     lua_pushnumber(L, (double)rt->ntasks);
     lua_setfield(L, -2, "handlers");
     lua_pushnumber(L, (double)fetch_active(rt->fetch));
@@ -323,7 +327,8 @@ static int l_listen(lua_State *L) {
                         .keepalive_timeout_ms = 60000,
                         .read_timeout_ms = 60000,
                         .backlog = 511};
-    int r = server_start(&s->srv, rt->loop, host, port, &limits, &app);
+    gw_listen where = {.host = host, .port = port};
+    int r = server_start(&s->srv, rt->loop, &where, &limits, &app);
     if (r < 0) {
         runtime_app_free(s->app);
         free(s);

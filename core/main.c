@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "master.h"
 #include "runtime.h"
 #include "server.h"
 
@@ -24,6 +25,15 @@ typedef struct gateway {
     uv_timer_t shutdown_timer;
     bool stopping;
 } gateway;
+
+/* How this process was started: on its own, or by a master as one of its workers. */
+typedef struct start_options {
+    const char *conf_path;
+    bool check_only;
+    int worker_id; /* 0: not a worker */
+    int worker_port;
+    int master_pid;
+} start_options;
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -116,7 +126,15 @@ static int finish_loop(uv_loop_t *loop) {
     return 0;
 }
 
-static int run_gateway(const char *conf_path, bool check_only) {
+static int fail_start(gateway *g, const char *fmt, const char *what) {
+    fprintf(stderr, fmt, what);
+    if (g->app) runtime_app_free(g->app);
+    runtime_close(g->rt);
+    finish_loop(&g->loop);
+    return 1;
+}
+
+static int run_gateway(const start_options *o) {
     gateway g = {0};
     uv_loop_init(&g.loop);
     if (runtime_new(&g.rt, &g.loop, lua_dir(), 0) < 0) {
@@ -125,36 +143,35 @@ static int run_gateway(const char *conf_path, bool check_only) {
     }
     lua_State *L = runtime_lua(g.rt);
     char err[2048];
-    if (config_load(L, conf_path, &g.cfg, err, sizeof err)) {
-        fprintf(stderr, "luagate: %s\n", err);
-        runtime_close(g.rt);
-        finish_loop(&g.loop);
-        return 1;
-    }
+    if (config_load(L, o->conf_path, &g.cfg, err, sizeof err)) return fail_start(&g, "luagate: %s\n", err);
     log_set_level_name(g.cfg.log_level);
     runtime_set_upstream_keepalive(g.rt, g.cfg.upstream_keepalive);
+    runtime_set_worker_id(g.rt, o->worker_id);
     /* The checked config is on the stack: the library takes its upstreams and loads the routes. */
-    if (call_library(L, "_boot", 1)) {
-        fprintf(stderr, "luagate: %s\n", lua_tostring(L, -1));
-        runtime_close(g.rt);
-        finish_loop(&g.loop);
-        return 1;
-    }
-    if (check_only) {
-        printf("luagate: the configuration file %s syntax is ok\n", conf_path);
-        printf("luagate: configuration file %s test is successful\n", conf_path);
+    if (call_library(L, "_boot", 1)) return fail_start(&g, "luagate: %s\n", lua_tostring(L, -1));
+    if (o->check_only) {
+        printf("luagate: the configuration file %s syntax is ok\n", o->conf_path);
+        printf("luagate: configuration file %s test is successful\n", o->conf_path);
         runtime_close(g.rt);
         return finish_loop(&g.loop);
     }
+    if (g.cfg.workers > 1 && !o->worker_id) {
+        /* The config and the routes load: the master needs nothing more of them than the port. */
+        runtime_close(g.rt);
+        if (finish_loop(&g.loop)) return 1;
+        return master_run(o->conf_path, g.cfg.host, g.cfg.port, g.cfg.workers);
+    }
     gw_app app;
     g.app = runtime_app_new(g.rt, &app); /* pops the dispatch function _boot returned */
-    int r = server_start(&g.srv, &g.loop, g.cfg.host, g.cfg.port, &g.cfg.limits, &app);
+    gw_listen where = {.host = g.cfg.host, .port = g.cfg.port};
+    if (o->worker_id) {
+        where.port = o->worker_port;
+        where.shared = true;
+    }
+    int r = server_start(&g.srv, &g.loop, &where, &g.cfg.limits, &app);
     if (r < 0) {
-        fprintf(stderr, "luagate: %s: listen on %s:%d: %s\n", conf_path, g.cfg.host, g.cfg.port, uv_strerror(r));
-        runtime_app_free(g.app);
-        runtime_close(g.rt);
-        finish_loop(&g.loop);
-        return 1;
+        snprintf(err, sizeof err, "%s: listen on %s:%d: %s", o->conf_path, where.host, where.port, uv_strerror(r));
+        return fail_start(&g, "luagate: %s\n", err);
     }
     uv_signal_init(&g.loop, &g.sigterm);
     uv_signal_init(&g.loop, &g.sigint);
@@ -164,7 +181,7 @@ static int run_gateway(const char *conf_path, bool check_only) {
     uv_signal_start(&g.sigint, on_signal, SIGINT);
     bool v6 = strchr(g.cfg.host, ':') != NULL;
     log_info("luagate %s listening on http://%s%s%s:%d (config %s, pid %d)", LUAGATE_VERSION, v6 ? "[" : "",
-             g.cfg.host, v6 ? "]" : "", server_port(g.srv), conf_path, (int)uv_os_getpid());
+             g.cfg.host, v6 ? "]" : "", server_port(g.srv), o->conf_path, (int)uv_os_getpid());
     return finish_loop(&g.loop);
 }
 
@@ -210,13 +227,12 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && strcmp(argv[1], "busted") == 0) return run_busted(argc - 2, argv + 2);
 
-    const char *conf = "gateway.conf";
-    bool check_only = false;
+    start_options o = {.conf_path = "gateway.conf"};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
-            conf = argv[++i];
+            o.conf_path = argv[++i];
         } else if (strcmp(argv[i], "-t") == 0) {
-            check_only = true;
+            o.check_only = true;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -225,11 +241,23 @@ int main(int argc, char **argv) {
                    uv_version_string(), curl_version(), LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR,
                    LLHTTP_VERSION_PATCH);
             return 0;
+        } else if (strcmp(argv[i], "--worker") == 0 && i + 1 < argc) {
+            o.worker_id = atoi(argv[++i]); /* the master's options, not the user's: see master.c */
+        } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
+            o.worker_port = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--master") == 0 && i + 1 < argc) {
+            o.master_pid = atoi(argv[++i]);
         } else {
             fprintf(stderr, "luagate: unknown argument '%s'\n", argv[i]);
             usage(stderr);
             return 2;
         }
     }
-    return run_gateway(conf, check_only);
+    if (o.worker_id) {
+        char name[32];
+        snprintf(name, sizeof name, "worker %d", o.worker_id);
+        log_set_process(name);
+        if (master_watch_from_worker(o.master_pid)) return 1;
+    }
+    return run_gateway(&o);
 }

@@ -361,6 +361,10 @@ void runtime_set_upstream_keepalive(gw_runtime *rt, long n) {
     fetch_set_max_idle(rt->fetch, n);
 }
 
+void runtime_set_worker_id(gw_runtime *rt, int id) {
+    rt->worker_id = id;
+}
+
 lua_State *runtime_lua(gw_runtime *rt) {
     return rt->L;
 }

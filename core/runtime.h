@@ -25,6 +25,8 @@ void runtime_app_free(gw_lua_app *a);
 void runtime_close_servers(gw_runtime *rt);
 /* How many idle upstream connections to keep (from the config). */
 void runtime_set_upstream_keepalive(gw_runtime *rt, long n);
+/* Which worker of a master this is (1..n), for gw.stats(); 0 (the default) when on its own. */
+void runtime_set_worker_id(gw_runtime *rt, int id);
 
 /* Once every server has closed: no request runs any more. Frees the runtime and its Lua state. */
 void runtime_close(gw_runtime *rt);

@@ -23,6 +23,7 @@ struct gw_runtime {
     size_t ntasks;
     struct lua_server *servers; /* opened by core.listen */
     int next_server_id;
+    int worker_id; /* 1..n under a master, else 0 */
     /* Coroutines whose handler returned normally, kept for the next requests: creating and
      * collecting a coroutine per request is a large part of a short request's cost. */
     struct spare_thread { lua_State *co; int ref; } spare[256];

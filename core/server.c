@@ -1,7 +1,10 @@
 /* The listener: bind, accept, request ids, and the graceful stop. Connections live in conn.c. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "server_internal.h"
@@ -57,11 +60,34 @@ void server_new_request_id(gw_server *srv, char *out) {
     out[16] = '\0';
 }
 
-int server_start(gw_server **out, uv_loop_t *loop, const char *host, int port, const gw_limits *limits,
+static int parse_addr(const char *host, int port, struct sockaddr_storage *sa) {
+    return strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)sa)
+                             : uv_ip4_addr(host, port, (struct sockaddr_in *)sa);
+}
+
+int server_bind_shared(const char *host, int port, int *fd_out) {
+    struct sockaddr_storage sa;
+    int r = parse_addr(host, port, &sa);
+    if (r < 0) return r;
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int on = 1;
+    socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) ||
+        (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on)) ||
+        bind(fd, (struct sockaddr *)&sa, len)) {
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const gw_limits *limits,
                  const gw_app *app) {
     struct sockaddr_storage sa;
-    int r = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa)
-                              : uv_ip4_addr(host, port, (struct sockaddr_in *)&sa);
+    int r = parse_addr(where->host, where->port, &sa);
     if (r < 0) return r;
     gw_server *srv = calloc(1, sizeof *srv);
     if (!srv) return UV_ENOMEM;
@@ -72,7 +98,13 @@ int server_start(gw_server **out, uv_loop_t *loop, const char *host, int port, c
     uv_random(NULL, NULL, &srv->id_prefix, sizeof srv->id_prefix, 0, NULL);
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&sa, 0);
+    if (where->shared) {
+        int fd;
+        r = server_bind_shared(where->host, where->port, &fd);
+        if (r == 0 && (r = uv_tcp_open(&srv->listener, fd)) < 0) close(fd);
+    } else {
+        r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&sa, 0);
+    }
     if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, limits->backlog, on_connection);
     if (r < 0) {
         /* The handle must still be closed; the struct is freed once libuv lets go of it. */

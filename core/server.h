@@ -49,9 +49,19 @@ typedef struct gw_app {
     void *data;
 } gw_app;
 
-/* Bind and listen on host:port (port 0: any free port). 0 or a negative libuv error. */
-int server_start(gw_server **out, uv_loop_t *loop, const char *host, int port, const gw_limits *limits,
+typedef struct gw_listen {
+    const char *host; /* an IP literal */
+    int port;         /* 0: any free port */
+    bool shared;      /* SO_REUSEPORT: one of several workers listening on the same port */
+} gw_listen;
+
+/* Bind and listen. 0 or a negative libuv error. */
+int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const gw_limits *limits,
                  const gw_app *app);
+/* A socket bound with SO_REUSEPORT but not listening: the master holds one so that the port stays
+ * its workers' while one restarts (a socket that does not listen is never given a connection).
+ * 0 and *fd_out, or a negative libuv error. */
+int server_bind_shared(const char *host, int port, int *fd_out);
 int server_port(const gw_server *s);
 
 /* Answer a request the server handed to the app. */

@@ -4,6 +4,12 @@ local M = {}
 
 local function is_int(v) return type(v) == "number" and v == math.floor(v) end
 
+local function type_name(v)
+  if is_int(v) then return "integer " .. tostring(v) end
+  if type(v) == "string" then return ("string %q"):format(v) end
+  return type(v)
+end
+
 local function is_ipv4(h)
   local a, b, c, d = h:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
   return a and tonumber(a) < 256 and tonumber(b) < 256 and tonumber(c) < 256 and tonumber(d) < 256
@@ -32,6 +38,12 @@ local function check_url(v)
   return v:gsub("/+$", "")
 end
 
+-- workers = N | "auto" (one per CPU core): how many worker processes share the port.
+local function check_workers(v)
+  if v == "auto" or (is_int(v) and v >= 1 and v <= 256) then return v end
+  return nil, 'expected an integer from 1 to 256 or "auto", got ' .. type_name(v)
+end
+
 -- A field: type, default, and an optional check returning a replacement value or nil, err.
 local upstream_fields = {
   url = { type = "string", required = true, check = check_url },
@@ -47,6 +59,7 @@ local upstream_fields = {
 
 local top_fields = {
   listen = { type = "string", default = "127.0.0.1:8080", check = check_listen },
+  workers = { default = 1, check = check_workers },
   routes = { type = "string", default = "routes" },
   log_level = { type = "string", default = "info", enum = { error = 1, warn = 1, info = 1, debug = 1 } },
   keepalive_timeout = { type = "number", default = 75, min = 0.001 },
@@ -87,12 +100,6 @@ local function assignment_line(src_lines, at, key)
     if code_of(src_lines[i] or ""):find("^%s*" .. key .. "%s*=") then return i end
   end
   return at
-end
-
-local function type_name(v)
-  if is_int(v) then return "integer " .. tostring(v) end
-  if type(v) == "string" then return ("string %q"):format(v) end
-  return type(v)
 end
 
 local check_value
@@ -137,7 +144,7 @@ function check_value(ctx, spec, v, path, line)
   local t = spec.type
   if t == "integer" then
     if not is_int(v) then return nil, ctx.err(line, path, "expected an integer, got " .. type_name(v)) end
-  elseif type(v) ~= t then
+  elseif t and type(v) ~= t then
     return nil, ctx.err(line, path, "expected a " .. t .. ", got " .. type_name(v))
   end
   if spec.min and v < spec.min then

@@ -143,7 +143,8 @@ class ClientGoneTest(harness.GatewayTestCase):
     GATEWAY_ARGS = {"probe": True, "extra_routes": {"zz_stats.lua": STATS_ROUTE}}
 
     def stats(self):
-        return self.gw.raw(get("/t/stats")).json()
+        s = self.gw.raw(get("/t/stats")).json()
+        return {k: s[k] for k in ("handlers", "upstream_active")}
 
     def test_client_gone_while_in_flight(self):
         for i in range(5):
@@ -154,9 +155,8 @@ class ClientGoneTest(harness.GatewayTestCase):
         # aborted, closing the upstream connection) the demo's /demo/slow handler too. Nothing is
         # left waiting: no handler but the stats one, no transfer in flight.
         harness.wait_until(lambda: self.gw.log().count("gone-4: client closed") >= 2, 5, message="both ends stopped")
-        harness.wait_until(lambda: self.stats() == {"handlers": 1, "upstream_active": 0,
-                                                    "upstream_connections_opened": self.stats()["upstream_connections_opened"]},
-                           5, message="no handler or transfer left")
+        harness.wait_until(lambda: self.stats() == {"handlers": 1, "upstream_active": 0}, 5,
+                           message="no handler or transfer left")
         s = self.stats()
         self.assertEqual((s["handlers"], s["upstream_active"]), (1, 0))
         r = self.gw.raw(get("/v1/proxy?path=/json"))

@@ -1,0 +1,224 @@
+"""workers = N: a master and N worker processes sharing one port (SO_REUSEPORT); a worker that dies
+is replaced; SIGTERM stops them all gracefully; the workers do not outlive a killed master."""
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import request_bytes  # noqa: E402
+
+WHOAMI = '''
+local gw = require "luagate"
+gw.get("/whoami", function() return 200, gw.stats() end)
+gw.get("/nap", function() gw.sleep(1) return 200, gw.stats() end)
+'''
+
+
+def children(pid):
+    """The pids whose parent is pid (read from /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after its closing paren.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            out.append(int(name))
+    return sorted(out)
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def whoami(gw):
+    """One request on a new connection (the kernel picks the worker per connection)."""
+    with gw.connect() as c:
+        c.send(request_bytes("GET", "/whoami", {"Connection": "close"}))
+        r = c.read_response()
+    assert r.status == 200, r
+    return r.json()
+
+
+def workers_seen(gw, n=60):
+    return {(s["worker"], s["pid"]) for s in (whoami(gw) for _ in range(n))}
+
+
+class WorkersTestCase(unittest.TestCase):
+
+    def setUp(self):
+        if not harness.binary_available():
+            self.skipTest("no luagate binary")
+
+    def gateway(self, workers=2, **kw):
+        return harness.Gateway(settings={"workers": workers}, extra_routes={"whoami.lua": WHOAMI}, **kw)
+
+
+@harness.require_binary
+class WorkersTest(WorkersTestCase):
+
+    def test_two_workers_share_the_port_and_both_serve(self):
+        with self.gateway() as gw:
+            pids = harness.wait_until(lambda: len(children(gw.proc.pid)) == 2 and children(gw.proc.pid), 5,
+                                      message="two worker processes")
+            seen = harness.wait_until(lambda: len(workers_seen(gw)) == 2 and workers_seen(gw), 10,
+                                      message="requests answered by both workers")
+            self.assertEqual({w for w, _ in seen}, {1, 2})
+            self.assertEqual(sorted(p for _, p in seen), pids, "the workers are the master's children")
+            self.assertEqual(gw.stop(), 0)
+            self.assertFalse(any(alive(p) for p in pids), "workers exited with the master")
+            log = gw.log()
+            self.assertIn("master (pid %d): 2 workers on port %d" % (gw.proc.pid, gw.port), log)
+            self.assertRegex(log, r"worker 1: luagate .* listening on")
+            self.assertRegex(log, r"worker 2: luagate .* listening on")
+            self.assertIn("master: all workers stopped; exiting", log)
+
+    def test_a_dead_worker_is_replaced_and_the_others_keep_serving(self):
+        with self.gateway() as gw:
+            before = harness.wait_until(lambda: len(workers_seen(gw)) == 2 and workers_seen(gw), 10,
+                                        message="both workers answering")
+            victim_id, victim = sorted(before)[0]
+            os.kill(victim, signal.SIGKILL)
+            gw.wait_for_log(r"\[error\] worker %d \(pid %d\) was killed by signal 9; starting another"
+                            % (victim_id, victim))
+            # Every request made meanwhile is answered: the survivor holds the port alone.
+            after = harness.wait_until(
+                lambda: (lambda s: len(s) == 2 and s)(workers_seen(gw, 20)), 10, message="a new worker answering")
+            self.assertEqual({w for w, _ in after}, {1, 2}, "the new worker takes the dead one's number")
+            self.assertNotIn(victim, {p for _, p in after})
+            self.assertIn(victim_id, {w for w, p in after if p not in {q for _, q in before}})
+            self.assertEqual(gw.stop(), 0)
+
+    def test_a_worker_that_cannot_start_is_retried_once_a_second(self):
+        with self.gateway() as gw:
+            before = harness.wait_until(lambda: len(workers_seen(gw)) == 2 and workers_seen(gw), 10,
+                                        message="both workers answering")
+            # A restarted worker loads the config and the routes again: break a route script first.
+            script = os.path.join(gw.routes_dir, "whoami.lua")
+            harness.write_file(script, WHOAMI + "\nthis is not Lua\n")
+            victim_id, victim = sorted(before)[0]
+            os.kill(victim, signal.SIGKILL)
+            gw.wait_for_log(r"worker %d \(pid \d+\) exited with status 1; starting another" % victim_id)
+            time.sleep(2.5)
+            failures = gw.log().count("exited with status 1; starting another")
+            self.assertIn(failures, (2, 3, 4), "about one restart a second, not a fork loop")
+            self.assertIn("whoami.lua", gw.log())
+            # The other worker serves meanwhile, and once the script is fixed the slot is filled again.
+            self.assertEqual(len(workers_seen(gw, 10)), 1)
+            harness.write_file(script, WHOAMI)
+            harness.wait_until(lambda: len(workers_seen(gw, 20)) == 2, 10, message="the worker back")
+            self.assertEqual(gw.stop(), 0)
+
+    def test_graceful_stop_finishes_requests_in_flight_on_every_worker(self):
+        with self.gateway(probe=True) as gw:
+            results, conns = [], []
+            lock = threading.Lock()
+
+            def nap(c):
+                r = c.read_response(timeout=10)
+                with lock:
+                    results.append((r.status, r.json()["worker"]))
+
+            def napping():
+                # (a handler registered with gw.get may log its start twice: count requests)
+                found = re.findall(r"worker (\d): request (\S+): probe: start GET /nap", gw.log())
+                return {rid: int(w) for w, rid in found}
+
+            # Start naps on new connections until both workers have one in flight.
+            threads = []
+            while set(napping().values()) != {1, 2} and len(conns) < 40:
+                c = gw.connect(timeout=10)
+                conns.append(c)
+                c.send(request_bytes("GET", "/nap"))
+                t = threading.Thread(target=nap, args=(c,))
+                t.start()
+                threads.append(t)
+                harness.wait_until(lambda: len(napping()) == len(conns), 5, message="the nap in flight")
+            self.assertEqual(set(napping().values()), {1, 2}, "both workers have a request in flight")
+            gw.send_signal(signal.SIGTERM)
+            for t in threads:
+                t.join(15)
+            for c in conns:
+                c.close()
+            self.assertEqual(len(results), len(conns))
+            self.assertTrue(all(s == 200 for s, _ in results), results)
+            self.assertEqual({w for _, w in results}, {1, 2})
+            self.assertEqual(gw.wait(), 0)
+            log = gw.log()
+            self.assertIn("worker 1: SIGTERM: graceful stop", log)
+            self.assertIn("worker 2: SIGTERM: graceful stop", log)
+
+    def test_sigint_stops_like_sigterm(self):
+        with self.gateway() as gw:
+            pids = harness.wait_until(lambda: len(children(gw.proc.pid)) == 2 and children(gw.proc.pid), 5,
+                                      message="two worker processes")
+            self.assertEqual(gw.stop(signal.SIGINT), 0)
+            self.assertIn("master: SIGINT: stopping the workers gracefully", gw.log())
+            # Each worker was asked once: a second signal would have cut its connections.
+            self.assertNotIn("second signal", gw.log())
+            self.assertFalse(any(alive(p) for p in pids))
+
+    def test_workers_stop_when_the_master_is_killed(self):
+        with self.gateway() as gw:
+            pids = harness.wait_until(lambda: len(children(gw.proc.pid)) == 2 and children(gw.proc.pid), 5,
+                                      message="two worker processes")
+            gw.proc.kill()
+            gw.proc.wait(5)
+            harness.wait_until(lambda: not any(alive(p) for p in pids), 10, message="workers gone")
+            self.assertEqual(gw.log().count("SIGTERM: graceful stop"), 2)
+
+    def test_auto_runs_one_worker_per_cpu(self):
+        with self.gateway(workers="auto") as gw:
+            n = len(os.sched_getaffinity(0))
+            harness.wait_until(lambda: len(children(gw.proc.pid)) == n, 5, message="%d workers" % n)
+            self.assertIn("%d workers on port %d" % (n, gw.port), gw.log())
+            self.assertEqual(gw.stop(), 0)
+
+    def test_one_worker_is_the_single_process_gateway(self):
+        with self.gateway(workers=1) as gw:
+            self.assertEqual(whoami(gw)["worker"], 0)
+            self.assertEqual(whoami(gw)["pid"], gw.proc.pid)
+            self.assertEqual(children(gw.proc.pid), [])
+            self.assertEqual(gw.stop(), 0)
+
+
+@harness.require_binary
+class WorkersConfigTest(unittest.TestCase):
+
+    def check(self, value):
+        """Start with `workers = value`: (exit code, stderr, the line the key is on, the config's path)."""
+        gw = harness.Gateway(settings={"workers": value})
+        try:
+            text = gw.config_text(harness.free_port())
+            harness.write_file(gw.conf_path, text)
+            line = [i for i, l in enumerate(text.splitlines(), 1) if l.startswith("workers")][0]
+            r = harness.run_luagate(["-c", gw.conf_path])
+            return r.returncode, r.stderr, line, gw.conf_path
+        finally:
+            gw.close()
+
+    def test_bad_worker_counts_are_refused_with_file_line_and_key(self):
+        for value, got in ((0, "integer 0"), (257, "integer 257"), ("many", 'string "many"'), (1.5, "number")):
+            with self.subTest(value=value):
+                rc, err, line, path = self.check(value)
+                self.assertEqual(rc, 1)
+                self.assertIn('%s:%d: workers: expected an integer from 1 to 256 or "auto", got %s'
+                              % (path, line, got), err)
+
+
+if __name__ == "__main__":
+    unittest.main()
