@@ -6,6 +6,7 @@
  * - completions are drained with curl_multi_info_read after curl_multi_socket_action returns, and
  *   only then handed to the owner, so owner code never runs inside a libcurl callback.
  * DNS never blocks the loop: Debian's libcurl resolves in a thread (AsynchDNS). */
+#define _GNU_SOURCE /* memmem */
 #include "fetch.h"
 
 #include <curl/curl.h>
@@ -37,10 +38,20 @@ struct gw_transfer {
     void *data;
     gw_transfer *spare_next;
     int pool;
+    bool keeps; /* may put its connection back in the pool when it ends */
     bool plain_get; /* the handle's last transfer was a GET without body: its options still fit */
     bool used;
     char errbuf[CURL_ERROR_SIZE];
 };
+
+/* What luagate knows of a connection pool, counted from the transfers it starts and ends, for
+ * the choices libcurl cannot make well by itself (see pool_choose). libcurl keeps the real
+ * connections; these counts are estimates, since a server may close an idle connection. */
+typedef struct conn_pool {
+    size_t active;  /* transfers in flight */
+    size_t keeping; /* of those, the ones that will put their connection back */
+    size_t idle;    /* connections put back and not taken again */
+} conn_pool;
 
 struct gw_fetch {
     uv_loop_t *loop;
@@ -50,7 +61,8 @@ struct gw_fetch {
     size_t nwatches;
     size_t active;
     long max_idle; /* the idle connection pool's size */
-    size_t *pool_active; /* transfers in flight per upstream pool, indexed by pool number */
+    conn_pool all;   /* every transfer */
+    conn_pool *pools; /* each upstream's, indexed by pool number (0: none) */
     size_t npools;
     long opened;
     gw_transfer *spare; /* finished transfers with their easy handles, ready for reuse */
@@ -200,7 +212,11 @@ int fetch_init(gw_fetch **out, uv_loop_t *loop, long max_idle) {
 
 void fetch_set_max_idle(gw_fetch *f, long max_idle) {
     f->max_idle = max_idle > 0 ? max_idle : 256L;
-    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, f->max_idle);
+    /* libcurl's own limit counts the connections in use too: with more transfers in flight than
+     * it, each one ending would close the connection it just put back, and the pool would never
+     * hold one. luagate bounds idle connections itself (pool_choose), so libcurl's bound only has
+     * to stay out of the way. */
+    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, 1L << 20);
 }
 
 /* The options that never change: set on a new handle, and again after a reset. */
@@ -272,17 +288,71 @@ static void transfer_put(gw_fetch *f, gw_transfer *t) {
 static bool pool_reserve(gw_fetch *f, int n) {
     if ((size_t)n < f->npools) return true;
     size_t count = (size_t)n + 8;
-    size_t *p = realloc(f->pool_active, count * sizeof *p);
+    conn_pool *p = realloc(f->pools, count * sizeof *p);
     if (!p) return false;
     memset(p + f->npools, 0, (count - f->npools) * sizeof *p);
-    f->pool_active = p;
+    f->pools = p;
     f->npools = count;
     return true;
+}
+
+/* How a new transfer should treat connections, as nginx's `keepalive N` does, where N is the
+ * upstream's keepalive (or upstream_keepalive, which also bounds all upstreams together):
+ * - Take an idle connection when one is there.
+ * - Otherwise open one, and keep it after use only while fewer than N are kept (idle, or in use
+ *   and going back); past N, the connection is closed after its request.
+ * - With more transfers in flight than N and none idle, tell libcurl not to look for an idle
+ *   connection (FRESH_CONNECT): it would walk every connection to the host, in use all of them,
+ *   and a burst of thousands would make that O(n^2). */
+static void pool_choose(gw_fetch *f, gw_transfer *t, long size, bool *fresh) {
+    conn_pool *p = &f->pools[t->pool], *all = &f->all;
+    size_t limit = size >= 0 && size < f->max_idle ? (size_t)size : (size_t)f->max_idle;
+    if (p->idle > 0) {
+        t->keeps = true; /* it puts back the one it takes */
+        *fresh = false;
+        return;
+    }
+    t->keeps = p->keeping < limit && all->keeping + all->idle < (size_t)f->max_idle;
+    *fresh = p->active >= limit || all->active >= (size_t)f->max_idle;
+}
+
+static void pool_count_start(gw_fetch *f, gw_transfer *t) {
+    conn_pool *p = &f->pools[t->pool];
+    p->active++;
+    f->all.active++;
+    if (p->idle > 0) {
+        p->idle--;
+        f->all.idle--;
+    }
+    if (t->keeps) {
+        p->keeping++;
+        f->all.keeping++;
+    }
+}
+
+/* reusable: the transfer succeeded, so its connection went back to libcurl's cache. */
+static void pool_count_end(gw_fetch *f, gw_transfer *t, bool reusable) {
+    conn_pool *p = &f->pools[t->pool];
+    p->active--;
+    f->all.active--;
+    if (t->keeps) {
+        p->keeping--;
+        f->all.keeping--;
+        if (reusable) {
+            p->idle++;
+            f->all.idle++;
+        }
+    }
+    t->keeps = false;
 }
 
 gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb, void *data, const char **err) {
     if (f->closing) {
         *err = "shutting down";
+        return NULL;
+    }
+    if (!pool_reserve(f, 0)) {
+        *err = "out of memory";
         return NULL;
     }
     gw_transfer *t = transfer_get(f);
@@ -308,17 +378,11 @@ gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb,
     curl_easy_setopt(e, CURLOPT_URL, r->url);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms > 0 ? r->timeout_ms : 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 0L);
-    /* More transfers in flight than the idle pool holds: libcurl would walk every connection to
-     * the host looking for an idle one (none is), and prune the pool by walking them all again
-     * when each one ends: O(n^2) in a burst of thousands. Past that point, as with nginx's
-     * `keepalive N`, new connections are neither searched for nor kept. */
-    long crowded = f->active >= (size_t)f->max_idle;
-    /* An upstream's own pool size works the same way: with N of its transfers in flight, the
-     * next one's connection is closed after use, so at most N idle ones are kept for it. */
-    bool pool_full = r->pool > 0 && r->pool_size >= 0 && pool_reserve(f, r->pool) &&
-                     f->pool_active[r->pool] >= (size_t)r->pool_size;
-    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, crowded);
-    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, (crowded || pool_full) ? 1L : 0L);
+    t->pool = r->pool > 0 && pool_reserve(f, r->pool) ? r->pool : 0;
+    bool fresh;
+    pool_choose(f, t, t->pool ? r->pool_size : -1, &fresh);
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, t->keeps ? 0L : 1L);
     curl_easy_setopt(e, CURLOPT_USERPWD, r->userpwd);
     if (r->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
@@ -344,21 +408,13 @@ gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb,
         *err = "cannot start transfer";
         return NULL;
     }
-    f->active++;
-    t->pool = r->pool > 0 && pool_reserve(f, r->pool) ? r->pool : 0;
-    if (t->pool) f->pool_active[t->pool]++;
+    pool_count_start(f, t);
     return t;
 }
 
-static void transfer_ended(gw_fetch *f, gw_transfer *t) {
-    f->active--;
-    if (t->pool) f->pool_active[t->pool]--;
-    t->pool = 0;
-}
-
 void fetch_cancel(gw_fetch *f, gw_transfer *t) {
-    curl_multi_remove_handle(f->multi, t->easy);
-    transfer_ended(f, t);
+    curl_multi_remove_handle(f->multi, t->easy); /* closes a connection still in use */
+    pool_count_end(f, t, false);
     transfer_put(f, t);
 }
 
@@ -375,6 +431,14 @@ static const char *error_kind(CURLcode code) {
     }
 }
 
+/* Whether libcurl kept the connection of a successful transfer: not when the server said it
+ * would close it (an estimate: a server may still close an idle connection later). */
+static bool connection_kept(const gw_transfer *t) {
+    const char *h = t->head.data;
+    if (!h || t->head.len < 8 || memcmp(h, "HTTP/1.0", 8) == 0) return false;
+    return !memmem(h, t->head.len, "onnection: close", 16) && !memmem(h, t->head.len, "onnection: Close", 16);
+}
+
 /* Hand finished transfers to their owners. Runs after curl_multi_socket_action, outside libcurl. */
 static void fetch_drain(gw_fetch *f) {
     CURLMsg *msg;
@@ -386,7 +450,7 @@ static void fetch_drain(gw_fetch *f) {
         gw_transfer *t = NULL;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
         curl_multi_remove_handle(f->multi, e);
-        transfer_ended(f, t);
+        pool_count_end(f, t, code == CURLE_OK && connection_kept(t));
 
         gw_fetch_result res = {0};
         char error[CURL_ERROR_SIZE + 64];
@@ -408,7 +472,7 @@ static void fetch_drain(gw_fetch *f) {
 }
 
 size_t fetch_active(const gw_fetch *f) {
-    return f->active;
+    return f->all.active;
 }
 
 long fetch_connections_opened(const gw_fetch *f) {
@@ -417,7 +481,7 @@ long fetch_connections_opened(const gw_fetch *f) {
 
 static void on_timer_closed(uv_handle_t *h) {
     gw_fetch *f = h->data;
-    free(f->pool_active);
+    free(f->pools);
     free(f->watches);
     free(f);
 }

@@ -91,5 +91,30 @@ class WrkTest(harness.GatewayTestCase):
         self.assertEqual(self.gw.request("GET", "/hello")[0], 200)
 
 
+STATS_ROUTE = 'local gw = require "luagate"\ngw.get("/t/stats", function() return 200, gw.stats() end)\n'
+
+
+@harness.require_binary
+class WrkKeepaliveTest(harness.GatewayTestCase):
+    """Sustained load above the upstream pool's size: the pool's connections are still reused."""
+
+    GATEWAY_ARGS = {"settings": {"upstream_keepalive": 2}, "extra_routes": {"zz_stats.lua": STATS_ROUTE}}
+
+    @unittest.skipUnless(WRK, "wrk is not installed")
+    def test_pool_smaller_than_the_load_keeps_reusing(self):
+        opened = lambda: self.gw.raw(harness.request_bytes("GET", "/t/stats")).json()["upstream_connections_opened"]
+        before = opened()
+        p = run([WRK, "-t1", "-c3", "-d1s", self.gw.url("/v1/proxy?path=/json")], timeout=30)
+        out = p.stdout.decode()
+        self.assertEqual(p.returncode, 0, out + p.stderr.decode())
+        n = int(re.search(r"(\d+) requests in", out).group(1))
+        self.assertNotIn("Non-2xx", out)
+        self.assertGreater(n, 200, out)
+        # Three clients, two kept connections: about one fetch in three needs a connection of its
+        # own. Opening a fresh one whenever two transfers are in flight would be nearly one per fetch.
+        new = opened() - before
+        self.assertLess(new, n * 0.6, "%d proxied requests opened %d upstream connections" % (n, new))
+
+
 if __name__ == "__main__":
     unittest.main()
