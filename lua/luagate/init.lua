@@ -12,6 +12,7 @@
 -- from any Lua function it calls), but not from a script's top level, nor from inside a C call
 -- such as a string.gsub or table.sort callback; there they fail with an error saying so.
 local core = require "luagate.core"
+local config = require "luagate.config"
 local json = require "luagate.json"
 local request = require "luagate.request"
 local router = require "luagate.router"
@@ -196,21 +197,51 @@ end
 
 local NO_OPTS = {}
 
--- What fetch needs of an upstream, worked out once: its default header lines, the same with its
--- bearer token, and its basic-auth "user:password". A call's own auth replaces the upstream's.
-local function prepare_upstream(up)
+-- What fetch needs of an upstream, worked out at its first fetch rather than on each: its default
+-- header lines, the same with its bearer token, its basic-auth "user:password", and its pool.
+-- Kept apart, keyed by the upstream table itself (weakly), so that a replaced or copied upstream
+-- never gets another's lines, and the tables gw.upstreams() returns hold only what was set.
+local prepared = setmetatable({}, { __mode = "k" })
+
+local function prepare_upstream(up, old)
+  local headers, auth = up.headers, up.auth
   local plain = {}
-  header_lines(plain, up.headers or NO_OPTS)
-  local lines, auth = plain, up.auth
+  header_lines(plain, headers or NO_OPTS)
+  local lines = plain
   if auth and auth.bearer then
     lines = { unpack(plain) }
     lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer
   end
-  up._plain_lines, up._lines = plain, lines
-  up._userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
-  app.pools = (app.pools or 0) + 1
-  up._pool = app.pools -- its own count of transfers in flight, for its keepalive size
-  return up
+  -- Its own count of transfers in flight, for its keepalive size: kept when only its headers or
+  -- auth change, as its connections stay in libcurl's cache (and a new number each time would
+  -- grow the counters' array in C with every token refresh).
+  local pool = old and old.pool
+  if not pool then
+    app.pools = (app.pools or 0) + 1
+    pool = app.pools
+  end
+  local p = {
+    headers = headers, auth = auth, bearer = auth and auth.bearer, user = auth and auth.user,
+    password = auth and auth.password, plain_lines = plain, lines = lines, pool = pool,
+    userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil,
+  }
+  prepared[up] = p
+  return p
+end
+
+-- up's prepared state, made again when it was given other headers or auth since (a new table for
+-- either, or a new token, user or password in its auth): a few comparisons, with no allocation,
+-- per fetch. Entries changed inside its headers table are not seen (see gw.upstreams).
+local function prepared_for(up)
+  local p = prepared[up]
+  if p and p.headers == up.headers then
+    local auth = up.auth
+    if p.auth == auth and (not auth or (p.bearer == auth.bearer and p.user == auth.user
+                                        and p.password == auth.password)) then
+      return p
+    end
+  end
+  return prepare_upstream(up, p)
 end
 
 local function auth_of(auth, lines)
@@ -220,7 +251,7 @@ end
 
 -- Start one transfer: target is an upstream name (then path is its path) or a full URL.
 local function start(target, path, opts)
-  local url, up
+  local url, up, prep
   if type(target) ~= "string" then return nil, "fetch: expected an upstream name or a URL" end
   if find(target, "://", 1, true) then
     url, opts = target, path
@@ -231,14 +262,14 @@ local function start(target, path, opts)
       return nil, ("bad path for upstream '%s': %s"):format(target, tostring(path))
     end
     url = up.url .. path
-    if not up._lines then prepare_upstream(up) end
+    prep = prepared_for(up)
   end
   opts = opts or NO_OPTS
-  local body, lines, userpwd = opts.body, up and up._lines, up and up._userpwd
+  local body, lines, userpwd = opts.body, prep and prep.lines, prep and prep.userpwd
   -- The upstream's prepared lines serve as they are, unless this call adds its own.
   if opts.headers or opts.auth or type(body) == "table" or not up then
     local own = {}
-    local base = up and (opts.auth and up._plain_lines or up._lines)
+    local base = prep and (opts.auth and prep.plain_lines or prep.lines)
     if base then for i = 1, #base do own[i] = base[i] end end
     if opts.headers then header_lines(own, opts.headers) end
     if type(body) == "table" then
@@ -253,17 +284,18 @@ local function start(target, path, opts)
   local connect_timeout = opts.connect_timeout or (up and up.connect_timeout) or timeout
   if app.mock then
     -- A spec's canned answer: still a real op (a zero-length sleep), so the handler yields as it
-    -- would on the network, but the result is the canned one.
+    -- would on the network, but the result is the canned one. The mock gets a copy of the header
+    -- lines: they may be the upstream's own, which a mock that changed them would change for
+    -- every later request.
     local res, err = app.mock { method = method, url = url, upstream = up and target, path = up and path,
-                                headers = lines, body = body, timeout = timeout }
+                                headers = { unpack(lines) }, body = body, timeout = timeout }
     local id = core.sleep(0)
     local co = running()
     canned[co] = canned[co] or {}
-    canned[co][id] = { res and { status = res.status or 200, headers = res.headers or {}, body = res.body or "" },
-                       err or (not res and "no canned response for " .. method .. " " .. url) or nil }
+    canned[co][id] = { res, err or (not res and "no canned response for " .. method .. " " .. url) or nil }
     return id
   end
-  return core.fetch(method, url, lines, body, timeout, connect_timeout, userpwd, up and up._pool, up and up.keepalive)
+  return core.fetch(method, url, lines, body, timeout, connect_timeout, userpwd, prep and prep.pool, up and up.keepalive)
 end
 
 -- A response: { status, body, content_type, headers, :json() }. headers is parsed from the raw
@@ -288,6 +320,25 @@ local function new_response(status, body, head, content_type)
   return setmetatable({ status = status, body = body, content_type = content_type, _head = head }, response_mt)
 end
 
+-- A spec's canned { status, body, headers } as the response a real upstream would give for it:
+-- made from a header block like the one libcurl hands over, so that the same parser lower-cases
+-- the names and lists a repeated header; a table body is JSON, with its type unless one is given.
+local function canned_response(r)
+  local body, headers, typed = r.body, r.headers or NO_OPTS, false
+  if type(body) == "table" then body = json.encode(body)
+  elseif body == nil then body = ""
+  elseif type(body) ~= "string" then body = tostring(body) end
+  for k in pairs(headers) do typed = typed or (type(k) == "string" and is_content_type(k)) end
+  local status = r.status or 200
+  local lines = { "HTTP/1.1 " .. status }
+  header_lines(lines, headers)
+  if type(r.body) == "table" and not typed then lines[#lines + 1] = "Content-Type: " .. JSON_TYPE end
+  local head = table.concat(lines, "\r\n") .. "\r\n\r\n"
+  local ctype = parse_headers(head)["content-type"]
+  if type(ctype) == "table" then ctype = ctype[#ctype] end -- libcurl reports the last one
+  return new_response(status, body, head, ctype)
+end
+
 -- Wait for the next op of this coroutine: id, response or nil, err.
 local function await()
   local id, status, body, head, ctype = yield(WAIT)
@@ -297,10 +348,7 @@ local function await()
     if r then
       c[id] = nil
       if not r[1] then return id, nil, r[2] end
-      local h = r[1].headers
-      local res = setmetatable({ status = r[1].status, body = r[1].body, headers = h,
-                                 content_type = h["content-type"] or h["Content-Type"] }, response_mt)
-      return id, res
+      return id, canned_response(r[1])
     end
   end
   if status then return id, new_response(status, body, head, ctype) end
@@ -488,8 +536,18 @@ end
 -- Specs: answer fetches from fn(call) -> response table | nil, err instead of the network.
 function M._mock_fetch(fn) app.mock = fn end
 
---- The upstreams this worker knows, by name (from gateway.conf, or set by specs).
-function M.upstreams() return app.upstreams end
+--- The upstreams this worker knows, by name (from gateway.conf, or set by specs). With a table
+--- of name -> upstream (as in gateway.conf): check those like the config and put them in place
+--- of the upstreams of those names (the others stay), from the next fetch on. Returns the
+--- upstreams, or nil, err with nothing changed.
+function M.upstreams(changes)
+  if changes == nil then return app.upstreams end
+  if type(changes) ~= "table" then return nil, "gw.upstreams: expected a table of name = upstream" end
+  local conf, err = config.check({ upstreams = changes }, "gw.upstreams")
+  if not conf then return nil, (err:gsub("^gw%.upstreams:%?:", "gw.upstreams:")) end
+  for name, up in pairs(conf.upstreams) do app.upstreams[name] = up end
+  return app.upstreams
+end
 
 -- Forget every route and upstream (specs load scripts into a fresh app).
 function M._reset(upstreams, creds)

@@ -86,15 +86,14 @@ end
 --- responses: { ["METHOD /path"] = response } for named upstreams, { ["METHOD url"] = ... } for
 --- URLs; a response is { status, body, headers }, or a function(call) returning one (or nil, err).
 --- Unknown calls fail like a refused connection. Calls are recorded in the returned list.
+--- The handler gets what a real upstream answering the same would give (luagate makes it: lower-case
+--- header names, a table body as JSON with its content type, content_type, :json()).
 function T.mock_fetch(responses)
   local calls = {}
   gw._mock_fetch(function(call)
     calls[#calls + 1] = call
     local r = responses[call.method .. " " .. (call.path or call.url)] or responses[call.method .. " " .. call.url]
     if type(r) == "function" then return r(call) end
-    if type(r) == "table" and type(r.body) == "table" then
-      r = { status = r.status, headers = r.headers, body = json.encode(r.body) }
-    end
     if r == nil then return nil, "connection refused: no canned response for " .. call.method .. " " .. call.url end
     return r
   end)
