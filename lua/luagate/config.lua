@@ -104,6 +104,15 @@ end
 
 local check_value
 
+-- A table default is copied for each use: one shared {} would let a change to one upstream's
+-- headers reach every upstream that had none, and the schema too.
+local function copy_default(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = copy_default(x) end
+  return t
+end
+
 local function check_table(ctx, spec, value, path, line)
   local out = {}
   if spec.fields then
@@ -123,7 +132,7 @@ local function check_table(ctx, spec, value, path, line)
     for k, fspec in pairs(spec.fields) do
       if out[k] == nil then
         if fspec.required then return nil, ctx.err(line, path .. "." .. k, "required key is missing") end
-        out[k] = fspec.default
+        out[k] = copy_default(fspec.default)
       end
     end
   elseif spec.map then

@@ -44,6 +44,24 @@ describe("config", function()
     end)
   end
 
+  it("gives each upstream a table default of its own", function()
+    local path = write('upstreams = { a = { url = "http://127.0.0.1:1" }, b = { url = "http://127.0.0.1:2" } }\n')
+    local conf = assert(config.load(path))
+    conf.upstreams.a.headers["X-Only-A"] = "1"
+    assert.same({}, conf.upstreams.b.headers)
+    assert.same({}, assert(config.load(path)).upstreams.a.headers) -- nor the next config
+    os.remove(path)
+  end)
+
+  it("takes workers as a count or \"auto\"", function()
+    for _, v in ipairs { '2', '"auto"' } do
+      local path = write("workers = " .. v .. "\n")
+      local conf = assert(config.load(path))
+      os.remove(path)
+      assert.equal(v == '2' and 2 or "auto", conf.workers)
+    end
+  end)
+
   it("names a file it cannot open", function()
     local conf, err = config.load("/nonexistent/gateway.conf")
     assert.is_nil(conf)

@@ -45,6 +45,16 @@ def alive(pid):
         return False
 
 
+def serving(gw, n=2):
+    """Wait until n workers listen (a worker signalled before that dies without a graceful stop):
+    their pids."""
+    def ready():
+        listening = set(re.findall(r"worker (\d+): luagate \S+ listening on .* pid (\d+)\)", gw.log()))
+        pids = children(gw.proc.pid)
+        return len(pids) == n and {int(p) for _, p in listening} >= set(pids) and pids
+    return harness.wait_until(ready, 10, message="%d workers listening" % n)
+
+
 def whoami(gw):
     """One request on a new connection (the kernel picks the worker per connection)."""
     with gw.connect() as c:
@@ -73,8 +83,7 @@ class WorkersTest(WorkersTestCase):
 
     def test_two_workers_share_the_port_and_both_serve(self):
         with self.gateway() as gw:
-            pids = harness.wait_until(lambda: len(children(gw.proc.pid)) == 2 and children(gw.proc.pid), 5,
-                                      message="two worker processes")
+            pids = serving(gw)
             seen = harness.wait_until(lambda: len(workers_seen(gw)) == 2 and workers_seen(gw), 10,
                                       message="requests answered by both workers")
             self.assertEqual({w for w, _ in seen}, {1, 2})
@@ -164,8 +173,7 @@ class WorkersTest(WorkersTestCase):
 
     def test_sigint_stops_like_sigterm(self):
         with self.gateway() as gw:
-            pids = harness.wait_until(lambda: len(children(gw.proc.pid)) == 2 and children(gw.proc.pid), 5,
-                                      message="two worker processes")
+            pids = serving(gw)
             self.assertEqual(gw.stop(signal.SIGINT), 0)
             self.assertIn("master: SIGINT: stopping the workers gracefully", gw.log())
             # Each worker was asked once: a second signal would have cut its connections.
@@ -174,8 +182,7 @@ class WorkersTest(WorkersTestCase):
 
     def test_workers_stop_when_the_master_is_killed(self):
         with self.gateway() as gw:
-            pids = harness.wait_until(lambda: len(children(gw.proc.pid)) == 2 and children(gw.proc.pid), 5,
-                                      message="two worker processes")
+            pids = serving(gw)
             gw.proc.kill()
             gw.proc.wait(5)
             harness.wait_until(lambda: not any(alive(p) for p in pids), 10, message="workers gone")
@@ -184,7 +191,7 @@ class WorkersTest(WorkersTestCase):
     def test_auto_runs_one_worker_per_cpu(self):
         with self.gateway(workers="auto") as gw:
             n = len(os.sched_getaffinity(0))
-            harness.wait_until(lambda: len(children(gw.proc.pid)) == n, 5, message="%d workers" % n)
+            serving(gw, n)
             self.assertIn("%d workers on port %d" % (n, gw.port), gw.log())
             self.assertEqual(gw.stop(), 0)
 
