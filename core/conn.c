@@ -1,11 +1,14 @@
 /* One client connection: reading, llhttp parsing, pipelining, writing responses, closing.
  *
  * States: idle or receiving a request; a request in flight (owned by the app); lingering (our last
- * response is sent, we wait for the peer's FIN before closing so that unread input cannot turn
- * into a RST that destroys the response); closing (uv_close issued, memory freed when both handles
- * report closed). Requests are answered one at a time in order: bytes that arrive while a request
- * is in flight (pipelining) wait in `pending` and are parsed after the response is written. We keep
- * reading while in flight to notice a client that hangs up, so its request can be aborted. */
+ * response is handed to the socket: we FIN once it is all sent, then wait for the peer's FIN before
+ * closing so that unread input cannot turn into a RST that destroys the response); closing
+ * (uv_close issued, memory freed when both handles report closed). A connection whose output is
+ * still queued is never idle: ending it (graceful stop, the peer's FIN) goes through lingering,
+ * which lets the queue drain; only a send timeout, an error, a reset or a forced stop cuts it.
+ * Requests are answered one at a time in order: bytes that arrive while a request is in flight
+ * (pipelining) wait in `pending` and are parsed after the response is written. We keep reading
+ * while in flight to notice a client that hangs up, so its request can be aborted. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,13 +131,17 @@ static void on_handle_closed(uv_handle_t *h) {
     server_conn_freed(srv);
 }
 
+/* The app lets go of the request in flight: its answer would have nowhere to go. */
+static void conn_abort_request(gw_conn *c) {
+    if (!c->in_flight) return;
+    c->in_flight = false;
+    c->srv->app.on_abort(&c->req, c->srv->app.data);
+}
+
 void conn_close(gw_conn *c) {
     if (c->closing) return;
     c->closing = true;
-    if (c->in_flight) {
-        c->in_flight = false;
-        c->srv->app.on_abort(&c->req, c->srv->app.data);
-    }
+    conn_abort_request(c);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
@@ -143,10 +150,20 @@ gw_conn *conn_next(gw_conn *c) {
     return c->next;
 }
 
+/* No more requests on this connection: close it, but only once what it was sent has gone out.
+ * uv_close would drop the unsent queue, cutting an answer the client is still reading. */
+static void conn_end(gw_conn *c) {
+    if (c->lingering || c->closing) return; /* already on its way out */
+    if (c->tcp.write_queue_size > 0) conn_linger(c);
+    else conn_close(c);
+}
+
 void conn_shutdown(gw_conn *c) {
     c->close_after = true;
-    bool idle = !c->in_flight && !c->in_message && c->pending_off == c->pending.len;
-    if (idle && !c->lingering) conn_close(c);
+    /* A request being received or answered finishes first: its answer says Connection: close and
+     * ends the connection. Requests pipelined behind are not parsed any more (close_after), so they
+     * do not keep it open. */
+    if (!c->in_flight && !c->in_message) conn_end(c);
 }
 
 /* ---- writing ---- */
@@ -570,7 +587,7 @@ static void conn_process(gw_conn *c) {
         c->pending_off = 0;
         buf_reset(&c->pending, KEEP_BUF);
     }
-    if (c->close_after && !c->in_flight && !c->in_message && !c->closing && !c->lingering) conn_close(c);
+    if (c->close_after && !c->in_flight && !c->in_message) conn_end(c);
     c->processing = false;
 }
 
@@ -581,13 +598,21 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
     b->len = sizeof c->srv->read_slab;
 }
 
+/* The client sent FIN while answers are still queued for it: it may well still be reading them
+ * (a half-close), so they go out whole before we close. It sends nothing more: a request in flight
+ * is aborted as for any client that hangs up, and one not parsed yet or half received is dropped. */
+static void on_peer_half_close(gw_conn *c) {
+    c->peer_eof = true; /* the FIN lingering waits for is here: on_shutdown_done closes at once */
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    conn_abort_request(c);
+    conn_linger(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     gw_conn *c = s->data;
     if (n < 0) {
-        if (n == UV_EOF && c->lingering && c->tcp.write_queue_size > 0) {
-            /* The client half-closed but still reads: finish sending, then close. */
-            c->peer_eof = true;
-            uv_read_stop(s);
+        if (n == UV_EOF && c->tcp.write_queue_size > 0) {
+            on_peer_half_close(c);
             return;
         }
         if (n != UV_EOF) log_debug("%s: read: %s", c->remote, uv_strerror((int)n));

@@ -32,7 +32,8 @@ struct gw_server {
 void conn_init_settings(llhttp_settings_t *s);
 /* Accept a client; false when there is no memory for it (the caller must still take it). */
 bool conn_accept(gw_server *srv);
-/* Close now if idle, else after the response in flight. */
+/* Graceful stop: close now if idle, after the response in flight if any, and never before the output
+ * already queued has gone out (the client may still be reading it). */
 void conn_shutdown(gw_conn *c);
 void conn_close(gw_conn *c);
 gw_conn *conn_next(gw_conn *c);

@@ -30,6 +30,8 @@ gw.get("/t/echo", function(req) return 200, req.path .. " " .. (req.headers["x-a
 gw.post("/t/hdr", function(req) return 200, "x-a=" .. tostring(req.headers["x-a"]) .. " body=" .. req.body end)
 local big = string.rep("x", 1024 * 1024)
 gw.get("/t/big", function() return 200, big end)
+local huge = string.rep("y", 8 * 1024 * 1024) -- more than the kernel takes at once: the rest is queued
+gw.get("/t/huge", function() return 200, huge end)
 '''
 
 
@@ -160,6 +162,29 @@ class RobustnessTest(harness.GatewayTestCase):
             got += chunk
         s.close()
         self.assertEqual(len(got.partition(b"\r\n\r\n")[2]), 1024 * 1024)
+
+    def test_half_close_while_a_keep_alive_answer_is_queued_gets_it_whole(self):
+        # The EOF used to close the connection at once when the answer was not a Connection: close
+        # one, dropping what was still queued for a client that reads slowly.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect((self.gw.host, self.gw.port))
+        s.sendall(request_bytes("GET", "/t/huge"))
+        time.sleep(0.3)  # answered; most of it waits in the gateway's write queue
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.3)
+        got = bytearray()  # not bytes +=: 8 MiB in reads of a few kB would be copied quadratically
+        while True:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        head, _, body = bytes(got).partition(b"\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200", head)
+        self.assertEqual(len(body), 8 * 1024 * 1024, head)
+        self.assertEqual(self.gw.request("GET", "/hello")[0], 200)
 
     def test_encoded_dots_cannot_climb_out_of_the_upstream_base(self):
         for path in ("/.%2e/x", "/%2e./x", "/.%252e/x", "/%2E%2E/x"):

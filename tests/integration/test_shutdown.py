@@ -1,6 +1,7 @@
 """Graceful stop: on SIGTERM (or SIGINT) the gateway stops accepting, closes idle connections,
-lets requests in flight finish, then exits 0."""
+lets requests in flight finish and answers still queued for a slow client go out, then exits 0."""
 import os
+import re
 import select
 import signal
 import socket
@@ -24,6 +25,56 @@ def refused(port):
 def readable(sock):
     r, _, _ = select.select([sock], [], [], 0)
     return bool(r)
+
+
+# /t/blob?n=N answers N bytes and logs that it did, so a test can count the answers handed over.
+BLOB_ROUTES = r'''
+local gw = require "luagate"
+local blobs = {}
+gw.get("/t/blob", function(req)
+  local n = tonumber(req.query.n) or 0
+  blobs[n] = blobs[n] or string.rep("x", n)
+  gw.log("blob " .. n .. " answered")
+  return 200, blobs[n]
+end)
+'''
+
+
+def slow_reader(gw, rcvbuf=4096):
+    """A client socket with a small receive buffer, so that what it does not read backs up into the
+    gateway's write queue (the buffer must be set before connect to bound the window)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(20)
+    s.connect((gw.host, gw.port))
+    return s
+
+
+def read_to_eof(s):
+    """Everything until the peer closes; a reset ends it too (the bytes so far are returned)."""
+    got = []
+    while True:
+        try:
+            chunk = s.recv(1 << 16)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got.append(chunk)
+    return b"".join(got)
+
+
+def complete_responses(data):
+    """The responses in data that arrived whole, and how many bytes trail them (a cut response)."""
+    rest = harness.RawConn.__new__(harness.RawConn)
+    rest.buf, rest.eof, rest.reset, rest.timeout = data, True, False, 0
+    out = []
+    while rest.buf:
+        try:
+            out.append(rest.read_response())
+        except harness.ConnectionClosed:
+            break
+    return out, len(rest.buf)
 
 
 @harness.require_binary
@@ -113,6 +164,96 @@ class ShutdownTest(unittest.TestCase):
                 except OSError:
                     rest = b""
                 self.assertNotIn(b"HTTP/1.1 200", rest)
+
+
+@harness.require_binary
+class ShutdownWithQueuedOutputTest(unittest.TestCase):
+    """An answer handed to the socket but not yet taken by a slow client is part of the exchange:
+    a graceful stop must let it go out whole before closing."""
+
+    BIG = 8 << 20  # well beyond what the kernel's send buffer takes at once: most of it waits in libuv
+
+    def setUp(self):
+        if not harness.binary_available():
+            self.skipTest("no luagate binary")
+
+    def gateway(self, **settings):
+        return harness.Gateway(extra_routes={"zz_blob.lua": BLOB_ROUTES}, settings=settings or None)
+
+    def test_sigterm_lets_a_queued_answer_reach_a_slow_reader(self):
+        with self.gateway() as gw:
+            s = slow_reader(gw)
+            try:
+                s.sendall(request_bytes("GET", "/t/blob?n=%d" % self.BIG))
+                gw.wait_for_log(r"blob %d answered" % self.BIG)
+                time.sleep(0.3)  # the client reads nothing yet: the answer waits in the write queue
+                gw.send_signal(signal.SIGTERM)
+                gw.wait_for_log(r"SIGTERM: graceful stop")
+                time.sleep(0.3)  # a connection taken for idle was closed by now
+                responses, cut = complete_responses(read_to_eof(s))
+            finally:
+                s.close()
+            self.assertEqual(cut, 0, "the answer was cut off")
+            self.assertEqual(len(responses), 1)
+            self.assertEqual(len(responses[0].body), self.BIG)
+            self.assertEqual(gw.wait(timeout=10), 0, gw.log())
+
+    def test_sigterm_with_requests_pipelined_behind_a_queued_answer(self):
+        # 80 answers of 100 kB: the gateway stops parsing once 1 MiB waits unsent; the requests
+        # behind stay unparsed. Every answer handed over must still arrive whole, then the close.
+        n, size = 80, 100000
+        with self.gateway() as gw:
+            s = slow_reader(gw)
+            try:
+                s.sendall(request_bytes("GET", "/t/blob?n=%d" % size) * n)
+                gw.wait_for_log(r"blob %d answered" % size)
+                time.sleep(0.5)
+                gw.send_signal(signal.SIGTERM)
+                gw.wait_for_log(r"SIGTERM: graceful stop")
+                time.sleep(0.3)
+                responses, cut = complete_responses(read_to_eof(s))
+            finally:
+                s.close()
+            self.assertEqual(gw.wait(timeout=10), 0, gw.log())
+            answered = len(re.findall(r"blob %d answered" % size, gw.log()))
+            self.assertLess(answered, n, "the test needs requests left unparsed behind the queue")
+            self.assertEqual(cut, 0, "an answer was cut off")
+            self.assertEqual(len(responses), answered, "every answer handed over arrives")
+            self.assertTrue(all(len(r.body) == size for r in responses))
+
+    def test_second_signal_closes_a_client_that_does_not_read(self):
+        with self.gateway() as gw:
+            s = slow_reader(gw)
+            try:
+                s.sendall(request_bytes("GET", "/t/blob?n=%d" % self.BIG))
+                gw.wait_for_log(r"blob %d answered" % self.BIG)
+                gw.send_signal(signal.SIGTERM)
+                gw.wait_for_log(r"SIGTERM: graceful stop")
+                time.sleep(0.2)
+                self.assertTrue(gw.alive(), "the queued answer is still going out")
+                t0 = time.monotonic()
+                gw.send_signal(signal.SIGTERM)
+                self.assertEqual(gw.wait(timeout=5), 0, gw.log())
+                self.assertLess(time.monotonic() - t0, 2.0)
+                self.assertIn("second signal", gw.log())
+            finally:
+                s.close()
+
+    def test_shutdown_timeout_closes_a_client_that_does_not_read(self):
+        with self.gateway(shutdown_timeout=0.5) as gw:
+            s = slow_reader(gw)
+            try:
+                s.sendall(request_bytes("GET", "/t/blob?n=%d" % self.BIG))
+                gw.wait_for_log(r"blob %d answered" % self.BIG)
+                t0 = time.monotonic()
+                gw.send_signal(signal.SIGTERM)
+                self.assertEqual(gw.wait(timeout=5), 0, gw.log())
+                elapsed = time.monotonic() - t0
+                self.assertGreaterEqual(elapsed, 0.4)
+                self.assertLess(elapsed, 3.0)
+                self.assertIn("shutdown_timeout", gw.log())
+            finally:
+                s.close()
 
 
 if __name__ == "__main__":
