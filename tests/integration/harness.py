@@ -190,7 +190,7 @@ class RawConn:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
-        self.buf = b""
+        self.buf = bytearray()  # appended to in place: a large body must not cost O(n^2)
         self.eof = False
         self.reset = False
 
@@ -267,9 +267,9 @@ class RawConn:
         while len(self.buf) < pos + body_len:
             if not self._fill(deadline):
                 raise ConnectionClosed("connection closed in the body: %r" % self.buf)
-        raw = self.buf[:pos + body_len]
-        body = self.buf[pos:pos + body_len]
-        self.buf = self.buf[pos + body_len:]
+        raw = bytes(self.buf[:pos + body_len])
+        body = bytes(self.buf[pos:pos + body_len])
+        del self.buf[:pos + body_len]
         return Response(version, status, reason, header_list, body, raw)
 
     def read_responses(self, n, timeout=None):
@@ -281,7 +281,7 @@ class RawConn:
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         while self._fill(deadline):
             pass
-        data, self.buf = self.buf, b""
+        data, self.buf = bytes(self.buf), bytearray()
         return data
 
     def is_closed_by_peer(self, timeout=2.0):
@@ -300,7 +300,7 @@ def parse_responses(data, n=None, head=False):
     """Parse responses from bytes already received (a whole exchange read until close).
     n: how many to expect (default: as many as there are)."""
     p = RawConn.__new__(RawConn)
-    p.buf, p.eof, p.reset, p.timeout = data, True, False, 0
+    p.buf, p.eof, p.reset, p.timeout = bytearray(data), True, False, 0
     out = []
     while p.buf and (n is None or len(out) < n):
         out.append(p.read_response(head=head))

@@ -67,7 +67,7 @@ def read_to_eof(s):
 def complete_responses(data):
     """The responses in data that arrived whole, and how many bytes trail them (a cut response)."""
     rest = harness.RawConn.__new__(harness.RawConn)
-    rest.buf, rest.eof, rest.reset, rest.timeout = data, True, False, 0
+    rest.buf, rest.eof, rest.reset, rest.timeout = bytearray(data), True, False, 0
     out = []
     while rest.buf:
         try:
