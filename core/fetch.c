@@ -59,9 +59,8 @@ struct gw_fetch {
     uv_timer_t timer;
     sock_watch **watches; /* indexed by fd */
     size_t nwatches;
-    size_t active;
-    long max_idle; /* the idle connection pool's size */
-    conn_pool all;   /* every transfer */
+    size_t active;   /* transfers in flight, all pools */
+    long max_idle;   /* upstream_keepalive: idle connections kept, per upstream and in all */
     conn_pool *pools; /* each upstream's, indexed by pool number (0: none) */
     size_t npools;
     long opened;
@@ -71,6 +70,7 @@ struct gw_fetch {
 };
 
 static void fetch_drain(gw_fetch *f);
+static void pool_bound(gw_fetch *f);
 
 /* ---- sockets and timer ---- */
 
@@ -212,11 +212,7 @@ int fetch_init(gw_fetch **out, uv_loop_t *loop, long max_idle) {
 
 void fetch_set_max_idle(gw_fetch *f, long max_idle) {
     f->max_idle = max_idle > 0 ? max_idle : 256L;
-    /* libcurl's own limit counts the connections in use too: with more transfers in flight than
-     * it, each one ending would close the connection it just put back, and the pool would never
-     * hold one. luagate bounds idle connections itself (pool_choose), so libcurl's bound only has
-     * to stay out of the way. */
-    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, 1L << 20);
+    pool_bound(f);
 }
 
 /* The options that never change: set on a new handle, and again after a reset. */
@@ -305,45 +301,49 @@ static bool pool_reserve(gw_fetch *f, int n) {
  *   connection (FRESH_CONNECT): it would walk every connection to the host, in use all of them,
  *   and a burst of thousands would make that O(n^2). */
 static void pool_choose(gw_fetch *f, gw_transfer *t, long size, bool *fresh) {
-    conn_pool *p = &f->pools[t->pool], *all = &f->all;
+    conn_pool *p = &f->pools[t->pool];
     size_t limit = size >= 0 && size < f->max_idle ? (size_t)size : (size_t)f->max_idle;
     if (p->idle > 0) {
         t->keeps = true; /* it puts back the one it takes */
         *fresh = false;
         return;
     }
-    t->keeps = p->keeping < limit && all->keeping + all->idle < (size_t)f->max_idle;
-    *fresh = p->active >= limit || all->active >= (size_t)f->max_idle;
+    /* Only this pool's own count decides: an estimate another upstream's traffic left too high
+     * must not take keep-alive away from this one. The bound over all upstreams is libcurl's
+     * (see pool_bound). */
+    t->keeps = p->keeping < limit;
+    *fresh = p->active >= limit || f->active >= (size_t)f->max_idle;
+}
+
+/* libcurl's MAXCONNECTS counts the connections in use too: with more transfers in flight than
+ * it, each one ending would close the connection it just put back. Kept just above the transfers
+ * in flight, it lets the pools work and still bounds the idle connections over all upstreams to
+ * upstream_keepalive, whatever the estimates above say (when it is exceeded, libcurl closes the
+ * oldest idle connection). */
+static void pool_bound(gw_fetch *f) {
+    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)f->active + f->max_idle);
 }
 
 static void pool_count_start(gw_fetch *f, gw_transfer *t) {
     conn_pool *p = &f->pools[t->pool];
     p->active++;
-    f->all.active++;
-    if (p->idle > 0) {
-        p->idle--;
-        f->all.idle--;
-    }
-    if (t->keeps) {
-        p->keeping++;
-        f->all.keeping++;
-    }
+    f->active++;
+    if (p->idle > 0) p->idle--;
+    if (t->keeps) p->keeping++;
+    pool_bound(f);
 }
 
 /* reusable: the transfer succeeded, so its connection went back to libcurl's cache. */
 static void pool_count_end(gw_fetch *f, gw_transfer *t, bool reusable) {
     conn_pool *p = &f->pools[t->pool];
     p->active--;
-    f->all.active--;
+    f->active--;
     if (t->keeps) {
         p->keeping--;
-        f->all.keeping--;
-        if (reusable) {
-            p->idle++;
-            f->all.idle++;
-        }
+        if (reusable) p->idle++;
     }
     t->keeps = false;
+    pool_bound(f);
 }
 
 gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb, void *data, const char **err) {
@@ -434,9 +434,17 @@ static const char *error_kind(CURLcode code) {
 /* Whether libcurl kept the connection of a successful transfer: not when the server said it
  * would close it (an estimate: a server may still close an idle connection later). */
 static bool connection_kept(const gw_transfer *t) {
-    const char *h = t->head.data;
-    if (!h || t->head.len < 8 || memcmp(h, "HTTP/1.0", 8) == 0) return false;
-    return !memmem(h, t->head.len, "onnection: close", 16) && !memmem(h, t->head.len, "onnection: Close", 16);
+    const char *h = t->head.data, *end = h + t->head.len;
+    if (!h || t->head.len < 8) return false;
+    bool kept = memcmp(h, "HTTP/1.0", 8) != 0; /* 1.0 closes unless it says keep-alive */
+    for (const char *p = memchr(h, '\n', t->head.len); p && end - p > 12; p = memchr(p + 1, '\n', end - p - 1)) {
+        if (strncasecmp(p + 1, "connection:", 11)) continue;
+        const char *v = p + 12, *eol = memchr(v, '\n', end - v);
+        size_t n = eol ? (size_t)(eol - v) : (size_t)(end - v);
+        if (memmem(v, n, "close", 5) || memmem(v, n, "Close", 5)) return false;
+        if (memmem(v, n, "eep-alive", 9) || memmem(v, n, "eep-Alive", 9)) kept = true;
+    }
+    return kept;
 }
 
 /* Hand finished transfers to their owners. Runs after curl_multi_socket_action, outside libcurl. */
@@ -472,7 +480,7 @@ static void fetch_drain(gw_fetch *f) {
 }
 
 size_t fetch_active(const gw_fetch *f) {
-    return f->all.active;
+    return f->active;
 }
 
 long fetch_connections_opened(const gw_fetch *f) {

@@ -31,6 +31,7 @@ typedef struct start_options {
     const char *conf_path;
     bool check_only;
     int worker_id; /* 0: not a worker */
+    const char *worker_host;
     int worker_port;
     int master_pid;
 } start_options;
@@ -165,6 +166,7 @@ static int run_gateway(const start_options *o) {
     g.app = runtime_app_new(g.rt, &app); /* pops the dispatch function _boot returned */
     gw_listen where = {.host = g.cfg.host, .port = g.cfg.port};
     if (o->worker_id) {
+        where.host = o->worker_host ? o->worker_host : g.cfg.host;
         where.port = o->worker_port;
         where.shared = true;
     }
@@ -179,9 +181,9 @@ static int run_gateway(const start_options *o) {
     g.sigterm.data = g.sigint.data = g.shutdown_timer.data = &g;
     uv_signal_start(&g.sigterm, on_signal, SIGTERM);
     uv_signal_start(&g.sigint, on_signal, SIGINT);
-    bool v6 = strchr(g.cfg.host, ':') != NULL;
+    bool v6 = strchr(where.host, ':') != NULL;
     log_info("luagate %s listening on http://%s%s%s:%d (config %s, pid %d)", LUAGATE_VERSION, v6 ? "[" : "",
-             g.cfg.host, v6 ? "]" : "", server_port(g.srv), o->conf_path, (int)uv_os_getpid());
+             where.host, v6 ? "]" : "", server_port(g.srv), o->conf_path, (int)uv_os_getpid());
     return finish_loop(&g.loop);
 }
 
@@ -243,6 +245,8 @@ int main(int argc, char **argv) {
             return 0;
         } else if (strcmp(argv[i], "--worker") == 0 && i + 1 < argc) {
             o.worker_id = atoi(argv[++i]); /* the master's options, not the user's: see master.c */
+        } else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc) {
+            o.worker_host = argv[++i];
         } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
             o.worker_port = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--master") == 0 && i + 1 < argc) {

@@ -37,6 +37,7 @@ struct master {
     uv_loop_t loop;
     char exe[4096];
     const char *conf_path;
+    const char *host;
     char port[16];
     char pid[16];
     int nworkers;
@@ -85,7 +86,10 @@ static void start_worker(worker *w) {
     master *m = w->m;
     char id[16];
     snprintf(id, sizeof id, "%d", w->id);
-    char *args[] = {m->exe, "-c", (char *)m->conf_path, "--worker", id, "--port", m->port, "--master", m->pid, NULL};
+    /* The address comes from the master, not from the config as it is now on disk: the master
+     * holds that port on that host. */
+    char *args[] = {m->exe, "-c", (char *)m->conf_path, "--worker", id,     "--host",
+                    (char *)m->host, "--port", m->port, "--master", m->pid, NULL};
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_INHERIT_FD, .data.fd = 0},
         {.flags = UV_INHERIT_FD, .data.fd = 1},
@@ -119,18 +123,19 @@ static void on_signal(uv_signal_t *s, int signum) {
     } else {
         m->stopping = true;
         log_info("master: %s: stopping the workers gracefully", signum == SIGINT ? "SIGINT" : "SIGTERM");
-        uv_close((uv_handle_t *)&m->sigint, on_handle_closed); /* a second Ctrl-C may still come as SIGTERM */
     }
     for (int i = 0; i < m->nworkers; i++) {
         worker *w = &m->workers[i];
         if (w->running) uv_process_kill(&w->proc, SIGTERM);
         if (!uv_is_closing((uv_handle_t *)&w->restart_timer)) uv_close((uv_handle_t *)&w->restart_timer, on_handle_closed);
     }
-    if (m->stopping) uv_unref((uv_handle_t *)&m->sigterm);
+    /* The loop ends once the workers' handles are gone; a second signal is still caught. */
+    uv_unref((uv_handle_t *)&m->sigterm);
+    uv_unref((uv_handle_t *)&m->sigint);
 }
 
 int master_run(const char *conf_path, const char *host, int port, int nworkers) {
-    master m = {.conf_path = conf_path, .nworkers = nworkers};
+    master m = {.conf_path = conf_path, .host = host, .nworkers = nworkers};
     size_t len = sizeof m.exe;
     if (uv_exepath(m.exe, &len) < 0) {
         fprintf(stderr, "luagate: cannot find its own executable to start workers\n");
@@ -139,7 +144,8 @@ int master_run(const char *conf_path, const char *host, int port, int nworkers) 
     /* The master's own bound socket keeps the port (and, for port 0, the number the kernel chose)
      * for the workers, across their restarts. */
     int reserved;
-    int r = server_bind_shared(host, port, &reserved);
+    int r = port ? server_port_free(host, port) : 0;
+    if (r == 0) r = server_bind_shared(host, port, &reserved);
     if (r < 0) {
         fprintf(stderr, "luagate: %s: listen on %s:%d: %s\n", conf_path, host, port, uv_strerror(r));
         return 1;
@@ -175,6 +181,7 @@ int master_run(const char *conf_path, const char *host, int port, int nworkers) 
     }
     uv_run(&m.loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&m.sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&m.sigint, on_handle_closed);
     uv_run(&m.loop, UV_RUN_DEFAULT);
     r = uv_loop_close(&m.loop);
     close(reserved);

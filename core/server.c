@@ -71,10 +71,10 @@ int server_bind_shared(const char *host, int port, int *fd_out) {
     if (r < 0) return r;
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
-    int on = 1;
+    int on = 1, off = 0; /* "[::]" takes IPv4 clients too, as uv_tcp_bind has it */
     socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) ||
-        (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on)) ||
+        (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off)) ||
         bind(fd, (struct sockaddr *)&sa, len)) {
         r = -errno;
         close(fd);
@@ -82,6 +82,23 @@ int server_bind_shared(const char *host, int port, int *fd_out) {
     }
     *fd_out = fd;
     return 0;
+}
+
+int server_port_free(const char *host, int port) {
+    struct sockaddr_storage sa;
+    int r = parse_addr(host, port, &sa);
+    if (r < 0) return r;
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int on = 1, off = 0;
+    socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    r = 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) ||
+        (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off)) ||
+        bind(fd, (struct sockaddr *)&sa, len))
+        r = -errno;
+    close(fd);
+    return r;
 }
 
 int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const gw_limits *limits,

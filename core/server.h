@@ -62,6 +62,9 @@ int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const
  * its workers' while one restarts (a socket that does not listen is never given a connection).
  * 0 and *fd_out, or a negative libuv error. */
 int server_bind_shared(const char *host, int port, int *fd_out);
+/* 0 when host:port can be bound without SO_REUSEPORT, i.e. no other gateway holds it (sockets
+ * that all set SO_REUSEPORT would share it silently). Else a negative libuv error. */
+int server_port_free(const char *host, int port);
 int server_port(const gw_server *s);
 
 /* Answer a request the server handed to the app. */

@@ -355,7 +355,7 @@ class Gateway:
 
     settings: top-level config keys to add or override (values as Python, or LuaRaw).
     api: dict merged over the default "api" upstream (which points at this gateway's own /demo),
-         or None to drop it. upstreams: extra upstreams by name.
+         or None to drop it. upstreams: extra upstreams by name ("{gateway}" in a url: this gateway).
     extra_routes: {"name.lua": source} written next to copies of the shipped route scripts.
     probe: add PROBE_ROUTE (logs "probe: start METHOD PATH" when a gw.route handler starts).
     routes_setting: the config's routes value as written (default: the absolute routes dir).
@@ -407,7 +407,10 @@ class Gateway:
                    "auth": dict(DEMO_AUTH)}
             api.update(self.api)
             ups["api"] = {k: v for k, v in api.items() if v is not None}
-        ups.update(self.upstreams)
+        for name, up in self.upstreams.items():  # "{gateway}" in a url: this gateway itself
+            if isinstance(up, dict) and isinstance(up.get("url"), str):
+                up = dict(up, url=up["url"].replace("{gateway}", "http://%s:%d" % (host, port)))
+            ups[name] = up
         lines.append("upstreams = %s" % to_lua(ups))
         settings = {"log_level": self.log_level}
         settings.update(self.settings)

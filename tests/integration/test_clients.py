@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -114,6 +115,31 @@ class WrkKeepaliveTest(harness.GatewayTestCase):
         # own. Opening a fresh one whenever two transfers are in flight would be nearly one per fetch.
         new = opened() - before
         self.assertLess(new, n * 0.6, "%d proxied requests opened %d upstream connections" % (n, new))
+
+
+OTHER_ROUTE = 'local gw = require "luagate"\ngw.get("/t/other", function() local r = assert(gw.fetch("other", "/json")) return r.status, r.body end)\n'
+
+
+@harness.require_binary
+class KeepaliveAcrossUpstreamsTest(harness.GatewayTestCase):
+    """Idle connections one upstream's server closed must not take keep-alive from another."""
+
+    GATEWAY_ARGS = {"settings": {"upstream_keepalive": 2, "keepalive_timeout": 0.5},
+                    "extra_routes": {"zz_stats.lua": STATS_ROUTE, "zz_other.lua": OTHER_ROUTE},
+                    "upstreams": {"other": {"url": "{gateway}/demo", "auth": harness.DEMO_AUTH}}}
+
+    @unittest.skipUnless(WRK, "wrk is not installed")
+    def test_another_upstream_keeps_its_connections(self):
+        gw = self.gw
+        opened = lambda: gw.raw(harness.request_bytes("GET", "/t/stats")).json()["upstream_connections_opened"]
+        # Fill api's pool, then let its server (this gateway, keepalive_timeout 0.5 s) close them.
+        p = run([WRK, "-t1", "-c3", "-d1s", gw.url("/v1/proxy?path=/json")], timeout=30)
+        self.assertEqual(p.returncode, 0)
+        time.sleep(1.2)
+        before = opened()
+        for _ in range(30):
+            self.assertEqual(gw.raw(harness.request_bytes("GET", "/t/other")).status, 200)
+        self.assertLessEqual(opened() - before, 2, "30 fetches in a row to another upstream")
 
 
 if __name__ == "__main__":

@@ -180,6 +180,39 @@ class WorkersTest(WorkersTestCase):
             self.assertNotIn("second signal", gw.log())
             self.assertFalse(any(alive(p) for p in pids))
 
+    def test_a_second_sigint_is_a_second_signal(self):
+        with self.gateway(probe=True) as gw:
+            serving(gw)
+            with gw.connect(timeout=10) as c:
+                c.send(request_bytes("GET", "/nap"))
+                gw.wait_for_log(r"probe: start GET /nap")
+                gw.send_signal(signal.SIGINT)
+                gw.wait_for_log(r"master: SIGINT: stopping the workers gracefully")
+                gw.send_signal(signal.SIGINT)  # a second Ctrl-C: stop now, as with one process
+                self.assertEqual(gw.wait(), 0)
+                self.assertTrue(c.is_closed_by_peer(2), "the nap in flight was cut")
+            log = gw.log()
+            self.assertIn("master: second signal", log)
+            self.assertIn("master: all workers stopped; exiting", log)
+
+    def test_listen_on_every_ipv6_address_takes_ipv4_clients_too(self):
+        with self.gateway(listen_host="::") as gw:
+            serving(gw)
+            for host in ("::1", "127.0.0.1"):
+                with harness.RawConn(gw.port, host=host) as c:
+                    c.send(request_bytes("GET", "/whoami", {"Connection": "close"}))
+                    self.assertEqual(c.read_response().status, 200, host)
+            self.assertEqual(gw.stop(), 0)
+
+    def test_a_second_gateway_on_the_same_port_is_refused(self):
+        with self.gateway() as gw:
+            serving(gw)
+            r = harness.run_luagate(["-c", gw.conf_path], timeout=10)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("listen on 127.0.0.1:%d: address already in use" % gw.port, r.stderr)
+            self.assertEqual(len(workers_seen(gw, 20)), 2, "the first one still serves alone")
+            self.assertEqual(gw.stop(), 0)
+
     def test_workers_stop_when_the_master_is_killed(self):
         with self.gateway() as gw:
             pids = serving(gw)
