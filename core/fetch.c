@@ -71,6 +71,7 @@ struct gw_fetch {
 
 static void fetch_drain(gw_fetch *f);
 static void pool_bound(gw_fetch *f);
+static bool pool_reserve(gw_fetch *f, int n);
 
 /* ---- sockets and timer ---- */
 
@@ -206,6 +207,10 @@ int fetch_init(gw_fetch **out, uv_loop_t *loop, long max_idle) {
     curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
     fetch_set_max_idle(f, max_idle);
+    if (!pool_reserve(f, 0)) { /* pool 0, for URLs of no upstream, is always there */
+        fetch_close(f);
+        return UV_ENOMEM;
+    }
     *out = f;
     return 0;
 }
@@ -349,10 +354,6 @@ static void pool_count_end(gw_fetch *f, gw_transfer *t, bool reusable) {
 gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb, void *data, const char **err) {
     if (f->closing) {
         *err = "shutting down";
-        return NULL;
-    }
-    if (!pool_reserve(f, 0)) {
-        *err = "out of memory";
         return NULL;
     }
     gw_transfer *t = transfer_get(f);

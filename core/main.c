@@ -127,8 +127,8 @@ static int finish_loop(uv_loop_t *loop) {
     return 0;
 }
 
-static int fail_start(gateway *g, const char *fmt, const char *what) {
-    fprintf(stderr, fmt, what);
+static int fail_start(gateway *g, const char *why) {
+    fprintf(stderr, "luagate: %s\n", why);
     if (g->app) runtime_app_free(g->app);
     runtime_close(g->rt);
     finish_loop(&g->loop);
@@ -144,12 +144,12 @@ static int run_gateway(const start_options *o) {
     }
     lua_State *L = runtime_lua(g.rt);
     char err[2048];
-    if (config_load(L, o->conf_path, &g.cfg, err, sizeof err)) return fail_start(&g, "luagate: %s\n", err);
+    if (config_load(L, o->conf_path, &g.cfg, err, sizeof err)) return fail_start(&g, err);
     log_set_level_name(g.cfg.log_level);
     runtime_set_upstream_keepalive(g.rt, g.cfg.upstream_keepalive);
     runtime_set_worker_id(g.rt, o->worker_id);
     /* The checked config is on the stack: the library takes its upstreams and loads the routes. */
-    if (call_library(L, "_boot", 1)) return fail_start(&g, "luagate: %s\n", lua_tostring(L, -1));
+    if (call_library(L, "_boot", 1)) return fail_start(&g, lua_tostring(L, -1));
     if (o->check_only) {
         printf("luagate: the configuration file %s syntax is ok\n", o->conf_path);
         printf("luagate: configuration file %s test is successful\n", o->conf_path);
@@ -173,7 +173,7 @@ static int run_gateway(const start_options *o) {
     int r = server_start(&g.srv, &g.loop, &where, &g.cfg.limits, &app);
     if (r < 0) {
         snprintf(err, sizeof err, "%s: listen on %s:%d: %s", o->conf_path, where.host, where.port, uv_strerror(r));
-        return fail_start(&g, "luagate: %s\n", err);
+        return fail_start(&g, err);
     }
     uv_signal_init(&g.loop, &g.sigterm);
     uv_signal_init(&g.loop, &g.sigint);

@@ -144,17 +144,11 @@ int master_run(const char *conf_path, const char *host, int port, int nworkers) 
     /* The master's own bound socket keeps the port (and, for port 0, the number the kernel chose)
      * for the workers, across their restarts. */
     int reserved;
-    int r = port ? server_port_free(host, port) : 0;
-    if (r == 0) r = server_bind_shared(host, port, &reserved);
+    int r = server_reserve_port(host, &port, &reserved);
     if (r < 0) {
         fprintf(stderr, "luagate: %s: listen on %s:%d: %s\n", conf_path, host, port, uv_strerror(r));
         return 1;
     }
-    struct sockaddr_storage sa;
-    socklen_t salen = sizeof sa;
-    getsockname(reserved, (struct sockaddr *)&sa, &salen);
-    port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                          : ((struct sockaddr_in *)&sa)->sin_port);
     snprintf(m.port, sizeof m.port, "%d", port);
     snprintf(m.pid, sizeof m.pid, "%d", (int)uv_os_getpid());
     m.workers = calloc((size_t)nworkers, sizeof *m.workers);

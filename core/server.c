@@ -65,15 +65,23 @@ static int parse_addr(const char *host, int port, struct sockaddr_storage *sa) {
                              : uv_ip4_addr(host, port, (struct sockaddr_in *)sa);
 }
 
-int server_bind_shared(const char *host, int port, int *fd_out) {
+static int sockaddr_port(const struct sockaddr_storage *sa) {
+    return ntohs(sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                           : ((const struct sockaddr_in *)sa)->sin_port);
+}
+
+/* A bound socket; with reuseport, one of several sharing the port. "[::]" takes IPv4 clients
+ * too, as uv_tcp_bind has it. */
+static int bind_socket(const char *host, int port, bool reuseport, int *fd_out) {
     struct sockaddr_storage sa;
     int r = parse_addr(host, port, &sa);
     if (r < 0) return r;
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
-    int on = 1, off = 0; /* "[::]" takes IPv4 clients too, as uv_tcp_bind has it */
+    int on = 1, off = 0;
     socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) ||
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on)) ||
         (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off)) ||
         bind(fd, (struct sockaddr *)&sa, len)) {
         r = -errno;
@@ -84,21 +92,18 @@ int server_bind_shared(const char *host, int port, int *fd_out) {
     return 0;
 }
 
-int server_port_free(const char *host, int port) {
+int server_reserve_port(const char *host, int *port, int *fd_out) {
+    int fd, r;
+    /* Sockets that all set SO_REUSEPORT share a port silently: first make sure nobody holds it. */
+    if (*port && (r = bind_socket(host, *port, false, &fd)) < 0) return r;
+    if (*port) close(fd);
+    if ((r = bind_socket(host, *port, true, &fd)) < 0) return r;
     struct sockaddr_storage sa;
-    int r = parse_addr(host, port, &sa);
-    if (r < 0) return r;
-    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    int on = 1, off = 0;
-    socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    r = 0;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) ||
-        (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off)) ||
-        bind(fd, (struct sockaddr *)&sa, len))
-        r = -errno;
-    close(fd);
-    return r;
+    socklen_t len = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    *port = sockaddr_port(&sa);
+    *fd_out = fd;
+    return 0;
 }
 
 int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const gw_limits *limits,
@@ -117,7 +122,7 @@ int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const
     srv->listener.data = srv;
     if (where->shared) {
         int fd;
-        r = server_bind_shared(where->host, where->port, &fd);
+        r = bind_socket(where->host, where->port, true, &fd);
         if (r == 0 && (r = uv_tcp_open(&srv->listener, fd)) < 0) close(fd);
     } else {
         r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&sa, 0);
@@ -138,8 +143,7 @@ int server_port(const gw_server *s) {
     struct sockaddr_storage sa;
     int len = sizeof sa;
     if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&sa, &len) < 0) return -1;
-    return ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                          : ((struct sockaddr_in *)&sa)->sin_port);
+    return sockaddr_port(&sa);
 }
 
 void server_shutdown(gw_server *srv, void (*on_closed)(void *arg), void *arg) {

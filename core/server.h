@@ -58,13 +58,11 @@ typedef struct gw_listen {
 /* Bind and listen. 0 or a negative libuv error. */
 int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const gw_limits *limits,
                  const gw_app *app);
-/* A socket bound with SO_REUSEPORT but not listening: the master holds one so that the port stays
- * its workers' while one restarts (a socket that does not listen is never given a connection).
+/* For a master: make sure no other process holds host:*port, then bind it with SO_REUSEPORT
+ * without listening, so that the port (for *port 0: the one chosen, written back) stays its
+ * workers' while one restarts; a socket that does not listen is never given a connection.
  * 0 and *fd_out, or a negative libuv error. */
-int server_bind_shared(const char *host, int port, int *fd_out);
-/* 0 when host:port can be bound without SO_REUSEPORT, i.e. no other gateway holds it (sockets
- * that all set SO_REUSEPORT would share it silently). Else a negative libuv error. */
-int server_port_free(const char *host, int port);
+int server_reserve_port(const char *host, int *port, int *fd_out);
 int server_port(const gw_server *s);
 
 /* Answer a request the server handed to the app. */

@@ -296,6 +296,21 @@ class RawConn:
         return True
 
 
+def read_to_eof(sock):
+    """Everything a plain socket receives until the peer closes; a reset ends it too (the bytes so
+    far are returned)."""
+    got = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got.append(chunk)
+    return b"".join(got)
+
+
 def parse_responses(data, n=None, head=False):
     """Parse responses from bytes already received (a whole exchange read until close).
     n: how many to expect (default: as many as there are)."""

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import request_bytes  # noqa: E402
+from harness import read_to_eof, request_bytes  # noqa: E402
 
 TEST_ROUTES = r'''
 local gw = require "luagate"
@@ -141,16 +141,11 @@ class RobustnessTest(harness.GatewayTestCase):
         s = socket.create_connection((self.gw.host, self.gw.port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
         s.sendall(request_bytes("GET", "/t/quarter", version="HTTP/1.0"))
-        got = bytearray()
         s.settimeout(10)
         t0 = time.monotonic()
-        while True:
-            chunk = s.recv(16384)
-            if not chunk:
-                break
-            got += chunk
+        got = read_to_eof(s)
         s.close()
-        head, _, body = bytes(got).partition(b"\r\n\r\n")
+        head, _, body = got.partition(b"\r\n\r\n")
         self.assertEqual(len(body), 256 * 1024, head)
         self.assertGreater(time.monotonic() - t0, 2.2, "the answer outlasted the linger period")
 
@@ -158,13 +153,8 @@ class RobustnessTest(harness.GatewayTestCase):
         s = socket.create_connection((self.gw.host, self.gw.port))
         s.sendall(request_bytes("GET", "/t/big", {"Connection": "close"}))
         s.shutdown(socket.SHUT_WR)
-        got = b""
         s.settimeout(10)
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
+        got = read_to_eof(s)
         s.close()
         self.assertEqual(len(got.partition(b"\r\n\r\n")[2]), 1024 * 1024)
 
@@ -179,14 +169,9 @@ class RobustnessTest(harness.GatewayTestCase):
         time.sleep(0.3)  # answered; most of it waits in the gateway's write queue
         s.shutdown(socket.SHUT_WR)
         time.sleep(0.3)
-        got = bytearray()  # not bytes +=: 8 MiB in reads of a few kB would be copied quadratically
-        while True:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            got += chunk
+        got = read_to_eof(s)
         s.close()
-        head, _, body = bytes(got).partition(b"\r\n\r\n")
+        head, _, body = got.partition(b"\r\n\r\n")
         self.assertIn(b"HTTP/1.1 200", head)
         self.assertEqual(len(body), 8 * 1024 * 1024, head)
         self.assertEqual(self.gw.request("GET", "/hello")[0], 200)

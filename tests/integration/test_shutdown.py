@@ -11,7 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import request_bytes  # noqa: E402
+from harness import read_to_eof, request_bytes  # noqa: E402
 
 
 def refused(port):
@@ -48,20 +48,6 @@ def slow_reader(gw, rcvbuf=4096):
     s.settimeout(20)
     s.connect((gw.host, gw.port))
     return s
-
-
-def read_to_eof(s):
-    """Everything until the peer closes; a reset ends it too (the bytes so far are returned)."""
-    got = []
-    while True:
-        try:
-            chunk = s.recv(1 << 16)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        got.append(chunk)
-    return b"".join(got)
 
 
 def complete_responses(data):
