@@ -30,10 +30,16 @@ static void on_connection(uv_stream_t *l, int status) {
     uv_close((uv_handle_t *)&srv->reject, on_reject_closed);
 }
 
-static void server_maybe_done(gw_server *srv) {
-    if (!srv->draining || !srv->listener_closed || srv->nconns > 0 || srv->reject_busy) return;
+static void on_ready_closed(gw_ready *r) {
+    gw_server *srv = (gw_server *)((char *)r - offsetof(gw_server, ready));
     if (srv->on_closed) srv->on_closed(srv->on_closed_arg);
     free(srv);
+}
+
+static void server_maybe_done(gw_server *srv) {
+    if (!srv->draining || !srv->listener_closed || srv->nconns > 0 || srv->reject_busy || srv->ready_closing) return;
+    srv->ready_closing = true;
+    ready_close(&srv->ready, on_ready_closed);
 }
 
 static void on_reject_closed(uv_handle_t *h) {
@@ -116,7 +122,7 @@ int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const
     srv->loop = loop;
     srv->limits = *limits;
     srv->app = *app;
-    conn_init_settings(&srv->settings);
+    ready_init(&srv->ready, loop);
     uv_random(NULL, NULL, &srv->id_prefix, sizeof srv->id_prefix, 0, NULL);
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;

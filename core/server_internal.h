@@ -2,10 +2,10 @@
 #ifndef LUAGATE_SERVER_INTERNAL_H
 #define LUAGATE_SERVER_INTERNAL_H
 
-#include <llhttp.h>
-
 #include "http_date.h"
+#include "ready.h"
 #include "server.h"
+#include "transport.h"
 
 typedef struct gw_conn gw_conn;
 
@@ -14,11 +14,12 @@ struct gw_server {
     uv_loop_t *loop;
     gw_limits limits;
     gw_app app;
-    llhttp_settings_t settings;
+    gw_ready ready; /* connections with pipelined requests to parse */
     gw_conn *conns; /* every open connection, for shutdown */
     size_t nconns;  /* connections not yet freed */
     bool draining;
     bool listener_closed;
+    bool ready_closing;
     void (*on_closed)(void *arg);
     void *on_closed_arg;
     gw_http_date date;
@@ -29,7 +30,6 @@ struct gw_server {
     char read_slab[65536]; /* one read buffer for all connections: reads are never nested */
 };
 
-void conn_init_settings(llhttp_settings_t *s);
 /* Accept a client; false when there is no memory for it (the caller must still take it). */
 bool conn_accept(gw_server *srv);
 /* Graceful stop: close now if idle, after the response in flight if any, and never before the output

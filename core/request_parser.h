@@ -1,0 +1,56 @@
+/* Building a gw_request from the bytes of a connection: llhttp's callbacks, the limits on a
+ * request's head and body, and the split of the target into path and query. Internal to the
+ * server: conn.c owns one per connection and feeds it what it reads. */
+#ifndef LUAGATE_REQUEST_PARSER_H
+#define LUAGATE_REQUEST_PARSER_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+
+#include "buf.h"
+#include "server.h"
+
+/* What the parser needs of its connection while it parses. */
+typedef struct request_parser_events {
+    void (*on_begin)(void *owner);         /* the first byte of a request: a read deadline starts */
+    int (*on_expect_continue)(void *owner); /* the client waits for "100 Continue": -1 to fail */
+} request_parser_events;
+
+typedef struct request_parser {
+    llhttp_t llhttp;
+    gw_buf head;    /* URL, header names and values of the request being parsed */
+    gw_buf spans;   /* where each header sits in head */
+    gw_buf headers; /* gw_header[] for the app, built when the request is complete */
+    gw_buf body;
+    size_t url_len;
+    int error_status; /* set by a callback that rejects the request */
+    bool field_open;
+    bool in_trailers; /* chunked trailer fields: not headers, never seen by the app */
+    bool in_message;  /* between the first byte of a request and its end */
+    bool upgrade;     /* the request asked for Upgrade or CONNECT: nothing after it is HTTP */
+    const gw_limits *limits;
+    const request_parser_events *ev;
+    void *owner;
+} request_parser;
+
+enum parse_outcome {
+    PARSE_MORE,    /* all bytes taken, the request is not complete */
+    PARSE_REQUEST, /* a request is complete: request_parser_build fills it */
+    PARSE_FAILED,  /* the bytes are not an acceptable request: answer parse_status */
+    PARSE_CLOSE,   /* bytes after an Upgrade request: not HTTP for us, close */
+};
+
+void request_parser_init(request_parser *p, const gw_limits *limits, const request_parser_events *ev, void *owner);
+void request_parser_free(request_parser *p);
+/* Feed bytes; *used: how many were taken (up to the end of a complete request). */
+enum parse_outcome request_parser_execute(request_parser *p, const char *data, size_t len, size_t *used);
+/* After PARSE_FAILED: the status to answer (400, 413, 431, 500) and a short reason. */
+int request_parser_status(const request_parser *p, const char **message);
+/* After PARSE_REQUEST: fill req (pointers into the parser's buffers, valid until the next
+ * request begins). id_out (65 bytes) gets the client's X-Request-Id when it is sane, else "".
+ * Returns 0, or an HTTP status to fail with. */
+int request_parser_build(request_parser *p, gw_request *req, char *id_out);
+/* Between requests: give back buffers a large request grew. */
+void request_parser_trim(request_parser *p);
+
+#endif
