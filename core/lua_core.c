@@ -99,28 +99,64 @@ static int l_parse_headers(lua_State *L) {
     return 1;
 }
 
-/* A finished transfer resumes its task with (id, status, body, header_block, content_type), or
- * (id, nil, err): plain values, which Lua turns into a response with a constant-key constructor. */
+/* A fetch waiting for its transfer; the result is kept until the task is resumed with it. */
+typedef struct fetch_op {
+    gw_op op;
+    gw_runtime *rt;
+    gw_transfer *xfer;
+    long status;
+    char *error;
+    gw_buf body, head;
+    char *content_type;
+} fetch_op;
+
 static void on_fetch_done(const gw_fetch_result *res, void *data) {
-    gw_op *op = data;
-    gw_task *t = op->task;
-    lua_State *co = t->co;
-    op_unlink(op);
-    lua_pushinteger(co, op->id);
-    op_free(op);
+    fetch_op *f = data;
+    f->xfer = NULL;
+    f->status = res->status;
     if (res->error) {
-        lua_pushnil(co);
-        lua_pushstring(co, res->error);
-        task_resume(t, 3);
-        return;
+        f->error = strdup(res->error);
+    } else {
+        buf_append(&f->body, res->body, res->body_len);
+        buf_append(&f->head, res->headers, res->headers_len);
+        if (res->content_type) f->content_type = strdup(res->content_type);
     }
-    lua_pushinteger(co, res->status);
-    lua_pushlstring(co, res->body, res->body_len);
-    lua_pushlstring(co, res->headers, res->headers_len);
-    if (res->content_type) lua_pushstring(co, res->content_type);
-    else lua_pushnil(co);
-    task_resume(t, 5);
+    op_complete(&f->op);
 }
+
+/* Resumes with (status, body, header_block, content_type), or (nil, err): plain values, which
+ * Lua turns into a response with a constant-key constructor. */
+static int fetch_deliver(gw_op *op, lua_State *co) {
+    fetch_op *f = (fetch_op *)op;
+    if (f->error || f->status == 0) {
+        lua_pushnil(co);
+        lua_pushstring(co, f->error ? f->error : "upstream error: out of memory");
+        return 2;
+    }
+    lua_pushinteger(co, f->status);
+    lua_pushlstring(co, f->body.data ? f->body.data : "", f->body.len);
+    lua_pushlstring(co, f->head.data ? f->head.data : "", f->head.len);
+    if (f->content_type) lua_pushstring(co, f->content_type);
+    else lua_pushnil(co);
+    return 4;
+}
+
+static void fetch_op_cancel(gw_op *op) {
+    fetch_op *f = (fetch_op *)op;
+    if (f->xfer) fetch_cancel(f->rt->fetch, f->xfer);
+    f->xfer = NULL;
+}
+
+static void fetch_op_release(gw_op *op) {
+    fetch_op *f = (fetch_op *)op;
+    free(f->error);
+    free(f->content_type);
+    buf_free(&f->body);
+    buf_free(&f->head);
+    free(f);
+}
+
+static const gw_op_kind fetch_kind = {fetch_deliver, fetch_op_cancel, fetch_op_release};
 
 /* core.fetch(method, url, header_lines, body, timeout_s, connect_timeout_s, userpwd, pool, pool_size)
  *   -> id | nil, err */
@@ -161,43 +197,62 @@ static int l_fetch(lua_State *L) {
     }
     r.headers = lines;
     r.nheaders = n;
-    gw_op *op = op_new(t, OP_FETCH);
-    if (!op) return luaL_error(L, "fetch: out of memory");
+    fetch_op *f = (fetch_op *)op_new(t, &fetch_kind, sizeof *f);
+    if (!f) return luaL_error(L, "fetch: out of memory");
+    f->rt = rt;
     const char *err = NULL;
-    op->xfer = fetch_start(rt->fetch, &r, on_fetch_done, op, &err);
-    if (!op->xfer) {
-        op_unlink(op);
-        op_free(op);
+    f->xfer = fetch_start(rt->fetch, &r, on_fetch_done, f, &err);
+    if (!f->xfer) {
+        op_discard(&f->op);
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
     }
-    lua_pushinteger(L, op->id);
+    lua_pushinteger(L, f->op.id);
     return 1;
 }
 
 /* ---- sleep, cancel ---- */
 
+typedef struct sleep_op {
+    gw_op op;
+    uv_timer_t timer;
+} sleep_op;
+
 static void on_sleep_done(uv_timer_t *timer) {
-    gw_op *op = timer->data;
-    gw_task *t = op->task;
-    op_unlink(op);
-    lua_pushinteger(t->co, op->id);
-    lua_pushboolean(t->co, 1);
-    op_free(op);
-    task_resume(t, 2);
+    op_complete(timer->data);
 }
+
+static int sleep_deliver(gw_op *op, lua_State *co) {
+    (void)op;
+    lua_pushboolean(co, 1);
+    return 1;
+}
+
+static void sleep_cancel(gw_op *op) {
+    uv_timer_stop(&((sleep_op *)op)->timer);
+}
+
+static void on_sleep_timer_closed(uv_handle_t *h) {
+    free(h->data);
+}
+
+static void sleep_release(gw_op *op) {
+    uv_close((uv_handle_t *)&((sleep_op *)op)->timer, on_sleep_timer_closed);
+}
+
+static const gw_op_kind sleep_kind = {sleep_deliver, sleep_cancel, sleep_release};
 
 static int l_sleep(lua_State *L) {
     gw_task *t = op_owner(L, "sleep");
     gw_runtime *rt = runtime_of(L);
     long ms = ms_of(L, 1);
-    gw_op *op = op_new(t, OP_SLEEP);
-    if (!op) return luaL_error(L, "sleep: out of memory");
-    uv_timer_init(rt->loop, &op->timer);
-    op->timer.data = op;
-    uv_timer_start(&op->timer, on_sleep_done, (uint64_t)ms, 0);
-    lua_pushinteger(L, op->id);
+    sleep_op *s = (sleep_op *)op_new(t, &sleep_kind, sizeof *s);
+    if (!s) return luaL_error(L, "sleep: out of memory");
+    uv_timer_init(rt->loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, on_sleep_done, (uint64_t)ms, 0);
+    lua_pushinteger(L, s->op.id);
     return 1;
 }
 

@@ -194,8 +194,8 @@ void task_resume(gw_task *t, int nargs) {
 
 /* ---- ops ---- */
 
-gw_op *op_new(gw_task *t, enum op_kind kind) {
-    gw_op *op = calloc(1, sizeof *op);
+gw_op *op_new(gw_task *t, const gw_op_kind *kind, size_t size) {
+    gw_op *op = calloc(1, size);
     if (!op) return NULL;
     op->task = t;
     op->kind = kind;
@@ -206,30 +206,39 @@ gw_op *op_new(gw_task *t, enum op_kind kind) {
     return op;
 }
 
-void op_unlink(gw_op *op) {
+static void op_unlink(gw_op *op) {
     gw_task *t = op->task;
-    if (!t) return;
     if (op->prev) op->prev->next = op->next;
     else t->ops = op->next;
     if (op->next) op->next->prev = op->prev;
     op->prev = op->next = NULL;
-    op->task = NULL;
 }
 
-static void on_op_timer_closed(uv_handle_t *h) {
-    free(h->data);
+static void on_op_ready(gw_ready_item *it) {
+    gw_op *op = (gw_op *)((char *)it - offsetof(gw_op, ready));
+    gw_task *t = op->task;
+    op_unlink(op);
+    lua_pushinteger(t->co, op->id);
+    int n = op->kind->deliver(op, t->co);
+    op->kind->release(op);
+    task_resume(t, n + 1);
 }
 
-void op_free(gw_op *op) {
-    if (op->kind == OP_SLEEP) uv_close((uv_handle_t *)&op->timer, on_op_timer_closed);
-    else free(op);
+void op_complete(gw_op *op) {
+    op->completed = true;
+    ready_push(&op->task->rt->ready, &op->ready, on_op_ready);
+}
+
+void op_discard(gw_op *op) {
+    op_unlink(op);
+    op->kind->release(op);
 }
 
 void op_cancel(gw_op *op) {
-    gw_runtime *rt = op->task->rt;
+    ready_cancel(&op->task->rt->ready, &op->ready);
     op_unlink(op);
-    if (op->kind == OP_FETCH && op->xfer) fetch_cancel(rt->fetch, op->xfer);
-    op_free(op);
+    if (!op->completed) op->kind->cancel(op);
+    op->kind->release(op);
 }
 
 /* ---- requests ---- */
@@ -339,6 +348,7 @@ int runtime_new(gw_runtime **out, uv_loop_t *loop, const char *lua_dir, long ups
     }
     uv_timer_init(loop, &rt->run_timer);
     rt->run_timer.data = rt;
+    ready_init(&rt->ready, loop);
     lua_State *L = rt->L;
     luaL_openlibs(L);
 
@@ -369,10 +379,15 @@ lua_State *runtime_lua(gw_runtime *rt) {
     return rt->L;
 }
 
-static void on_run_timer_closed(uv_handle_t *h) {
-    gw_runtime *rt = h->data;
+static void on_ready_closed(gw_ready *r) {
+    gw_runtime *rt = (gw_runtime *)((char *)r - offsetof(gw_runtime, ready));
     buf_free(&rt->scratch);
     free(rt);
+}
+
+static void on_run_timer_closed(uv_handle_t *h) {
+    gw_runtime *rt = h->data;
+    ready_close(&rt->ready, on_ready_closed);
 }
 
 void runtime_close(gw_runtime *rt) {

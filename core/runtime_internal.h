@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "buf.h"
+#include "ready.h"
 #include "runtime.h"
 
 typedef struct gw_task gw_task;
@@ -16,6 +17,7 @@ struct gw_runtime {
     lua_State *L;
     gw_fetch *fetch;
     gw_task *current; /* the task whose coroutine is running, if any */
+    gw_ready ready;   /* completed ops, delivered from the loop */
     gw_buf scratch;   /* response headers being collected */
     uv_timer_t run_timer; /* core.run's deadline */
     bool in_run;
@@ -45,15 +47,24 @@ struct gw_task {
     bool aborted;
 };
 
-enum op_kind { OP_FETCH, OP_SLEEP };
+/* What a kind of op does at the ends of its life. An op kind embeds gw_op as its first member. */
+typedef struct gw_op_kind {
+    /* Push the results the task is resumed with (after the op's id); returns how many. */
+    int (*deliver)(gw_op *op, lua_State *co);
+    /* Stop the work of an op that has not completed: nothing of it may call back afterwards. */
+    void (*cancel)(gw_op *op);
+    /* Free the op (after deliver or cancel); may finish later (a handle to close). */
+    void (*release)(gw_op *op);
+} gw_op_kind;
 
+/* Work a task waits on: a transfer, a timer... Owned by its task until it is delivered. */
 struct gw_op {
     gw_op *prev, *next;
     gw_task *task;
+    const gw_op_kind *kind;
     lua_Integer id;
-    enum op_kind kind;
-    gw_transfer *xfer;
-    uv_timer_t timer;
+    gw_ready_item ready; /* queued once completed: delivered from the runtime's ready list */
+    bool completed;
 };
 
 /* The value a handler's coroutine yields when it waits for an op: anything else is a mistake. */
@@ -65,11 +76,16 @@ gw_task *task_new(gw_runtime *rt, lua_State *host);
 void task_resume(gw_task *t, int nargs);
 void task_free(gw_task *t);
 
-gw_op *op_new(gw_task *t, enum op_kind kind);
-void op_unlink(gw_op *op);
+/* A new op of `size` bytes (a struct that starts with gw_op), zeroed, linked to t. NULL when out of
+ * memory. */
+gw_op *op_new(gw_task *t, const gw_op_kind *kind, size_t size);
+/* The op's work is done: its task is resumed with (id, deliver's results) from the runtime's ready
+ * list, never on the stack of the code that completed it. */
+void op_complete(gw_op *op);
+/* Drop an op that was never started. */
+void op_discard(gw_op *op);
 /* Stop an op without resuming its task. */
 void op_cancel(gw_op *op);
-void op_free(gw_op *op);
 
 int luaopen_luagate_core(lua_State *L);
 
