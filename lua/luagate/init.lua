@@ -487,12 +487,13 @@ local headers_mt, request_mt = request.headers_mt, request.mt
 
 -- Route one request with router r, in the request's own coroutine.
 local function route(r, req)
-  local handler, params, allow = r:match(req.method, req.path)
+  local handler, params, pattern = r:match(req.method, req.path)
   if not handler then
+    local allow = pattern
     if allow then return 405, { error = "method not allowed", request_id = req.id }, { Allow = allow } end
     return 404, { error = "not found", request_id = req.id }
   end
-  req.params = params
+  req.params, req.route = params, pattern
   return handler(req)
 end
 

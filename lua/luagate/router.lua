@@ -75,12 +75,13 @@ local function pick(entry, method)
   return h
 end
 
--- handler, params | nil, nil, allow (the path exists for other methods) | nil (no such path)
+-- handler, params, pattern | nil, nil, allow (the path exists for other methods) | nil (no such
+-- path). pattern is the path the route was registered with ("/users/:id").
 function Router:match(method, path)
   local e = self.exact[path]
   if e then
     local h = pick(e, method)
-    if h then return h, EMPTY end
+    if h then return h, EMPTY, path end
     return nil, nil, e.allow
   end
   local allow
@@ -92,7 +93,7 @@ function Router:match(method, path)
       if h then
         local params = {}
         for k, name in ipairs(r.names) do params[name] = caps[k] end
-        return h, params
+        return h, params, r.path
       end
       allow = allow or r.allow
     end
