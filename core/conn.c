@@ -22,6 +22,9 @@
 #define LINGER_MS 2000
 #define KEEP_BUF 16384 /* buffers larger than this are freed after the request */
 #define MAX_QUEUED_OUTPUT (1u << 20) /* unsent response bytes before we stop taking requests */
+#define STREAM_HIGH (256u << 10) /* a streamed answer: queued bytes before its source waits */
+#define STREAM_LOW (64u << 10)   /* ... and when it goes on */
+#define BODY_HIGH (256u << 10)   /* a streamed request body: unread bytes before we stop reading */
 
 struct gw_conn {
     gw_tcp tcp;
@@ -42,6 +45,13 @@ struct gw_conn {
     bool read_stopped;
     bool write_blocked; /* too much unsent output: parsing waits until it drains */
     bool peer_eof;      /* the client sent FIN while our last response was still going out */
+    bool early;         /* the request in flight was handed over before its body arrived */
+    bool body_paused;   /* a streamed request body: reading stopped until the app takes some */
+    bool streaming;     /* an answer going out in pieces */
+    bool chunked_out;   /* ... in chunked framing */
+    bool discard_body;  /* ... with no body allowed (HEAD, 204, 304): pieces are dropped */
+    bool stream_keep_alive;
+    bool want_writable; /* the app waits for the queue to go down */
     size_t queued_at_timer; /* queued output when the send timer was armed: progress check */
     uint64_t deadline;      /* when the current timeout expires (loop time, ms); 0: none */
     uint64_t timer_due;     /* when the uv timer fires: never after deadline */
@@ -64,9 +74,12 @@ static size_t queued(gw_conn *c) {
 
 static void timer_set(gw_conn *c, uint64_t ms);
 
+static void conn_fail(gw_conn *c, int status, const char *message);
+static void conn_abort_request(gw_conn *c);
+
 static void on_timeout(uv_timer_t *t) {
     gw_conn *c = t->data;
-    if (c->deadline == 0 || c->in_flight) return; /* nothing due: the app's deadline, not ours */
+    if (c->deadline == 0) return; /* nothing due: while the app works, its deadlines hold */
     uint64_t now = uv_now(c->srv->loop);
     if (now < c->deadline) { /* moved later since the timer was armed */
         c->timer_due = c->deadline;
@@ -78,6 +91,11 @@ static void on_timeout(uv_timer_t *t) {
         /* Still sending, and the client took some since last time: give it another period. */
         c->queued_at_timer = q;
         timer_set(c, c->srv->limits.read_timeout_ms);
+        return;
+    }
+    if (c->in_flight && c->rp.in_message && q == 0) { /* a body the app waits for stopped coming */
+        conn_abort_request(c);
+        conn_fail(c, 408, "request body timed out");
         return;
     }
     if (c->lingering && q == 0) log_debug("%s: peer did not close after the last response", c->remote);
@@ -127,6 +145,7 @@ static void on_transport_closed(gw_transport *t) {
 static void conn_abort_request(gw_conn *c) {
     if (!c->in_flight) return;
     c->in_flight = false;
+    c->streaming = false;
     c->srv->app.on_abort(&c->req, c->srv->app.data);
 }
 
@@ -200,9 +219,17 @@ static void on_write_done(gw_transport *t, int status) {
         conn_close(c);
         return;
     }
-    /* The answer is out: a send timeout becomes the keep-alive idle timeout again. */
+    /* The answer is out: a send timeout becomes the keep-alive idle timeout again (while an answer
+     * streams, there is nothing to wait for until its next piece). */
     if (queued(c) == 0 && !c->in_flight && !c->rp.in_message && !c->lingering)
         timer_set(c, c->srv->limits.keepalive_timeout_ms);
+    else if (queued(c) == 0 && c->streaming)
+        timer_set(c, 0);
+    if (c->want_writable && queued(c) < STREAM_LOW) {
+        c->want_writable = false;
+        c->srv->app.on_writable(&c->req, c->srv->app.data);
+        if (c->closing) return;
+    }
     if (c->write_blocked && queued(c) < MAX_QUEUED_OUTPUT / 2) {
         c->write_blocked = false;
         if (c->read_stopped) conn_start_reading(c);
@@ -210,6 +237,7 @@ static void on_write_done(gw_transport *t, int status) {
     }
 }
 
+/* Format and write an answer's head (and its body, when it has one whole). */
 static void conn_send(gw_conn *c, const gw_response *resp, bool keep_alive) {
     gw_server *srv = c->srv;
     http_date_update(&srv->date, time(NULL));
@@ -222,7 +250,7 @@ static void conn_send(gw_conn *c, const gw_response *resp, bool keep_alive) {
     uv_buf_t bufs[2] = {uv_buf_init(c->out.data, (unsigned)c->out.len),
                         uv_buf_init((char *)resp->body, (unsigned)resp->body_len)};
     bool no_body = c->req.is_head || resp->status < 200 || resp->status == 204 || resp->status == 304;
-    unsigned n = (no_body || resp->body_len == 0) ? 1 : 2;
+    unsigned n = (no_body || !resp->body || resp->body_len == 0) ? 1 : 2;
     if (transport_write(tr(c), bufs, n) < 0) {
         conn_close(c);
         return;
@@ -230,22 +258,152 @@ static void conn_send(gw_conn *c, const gw_response *resp, bool keep_alive) {
     if (c->out.cap > KEEP_BUF) buf_free(&c->out);
     /* A client that does not read its answers must not make us buffer without end. */
     if (queued(c) > MAX_QUEUED_OUTPUT) c->write_blocked = true;
-    if (!keep_alive) conn_linger(c);
 }
 
-void server_respond(gw_request *req, const gw_response *resp) {
-    gw_conn *c = (gw_conn *)((char *)req - offsetof(gw_conn, req));
-    if (!c->in_flight || c->closing) return;
-    c->in_flight = false;
-    bool keep_alive = req->keep_alive && !c->close_after;
-    conn_send(c, resp, keep_alive);
-    if (c->closing || c->lingering) return;
+static gw_conn *conn_of_request(gw_request *req) {
+    return (gw_conn *)((char *)req - offsetof(gw_conn, req));
+}
+
+/* Whether the answer about to go out may leave the connection open: not when a body the app did
+ * not wait for is still arriving (we would have to read it all first). */
+static bool answer_keeps_alive(gw_conn *c) {
+    if (c->rp.in_message) c->close_after = true;
+    return c->req.keep_alive && !c->close_after;
+}
+
+/* The answer is all handed to the transport: on to the next request, or out. */
+static void request_finished(gw_conn *c, bool keep_alive) {
+    c->in_flight = c->streaming = c->early = c->want_writable = false;
+    if (c->closing) return;
+    if (c->body_paused) { /* the rest of a streamed body that was not read: the connection ends */
+        c->body_paused = false;
+        conn_start_reading(c);
+    }
+    if (!keep_alive) {
+        conn_linger(c);
+        return;
+    }
     request_parser_trim(&c->rp);
     /* While the answer is still going out, the timer is a send timeout; then keep-alive. */
     c->queued_at_timer = queued(c);
     timer_set(c, c->queued_at_timer ? c->srv->limits.read_timeout_ms : c->srv->limits.keepalive_timeout_ms);
     if (c->read_stopped && !c->write_blocked) conn_start_reading(c);
     conn_schedule(c);
+}
+
+void server_respond(gw_request *req, const gw_response *resp) {
+    gw_conn *c = conn_of_request(req);
+    if (!c->in_flight || c->closing || c->streaming) return;
+    bool keep_alive = answer_keeps_alive(c);
+    conn_send(c, resp, keep_alive);
+    request_finished(c, keep_alive);
+}
+
+/* ---- streamed answers ---- */
+
+int server_respond_head(gw_request *req, const gw_response *resp, int64_t body_length) {
+    gw_conn *c = conn_of_request(req);
+    if (!c->in_flight || c->closing || c->streaming) return UV_ECANCELED;
+    gw_response head = *resp;
+    head.body = NULL;
+    head.body_len = body_length >= 0 ? (size_t)body_length : 0;
+    bool keep_alive = answer_keeps_alive(c);
+    c->discard_body = req->is_head || resp->status < 200 || resp->status == 204 || resp->status == 304;
+    if (body_length >= 0) head.framing = FRAME_LENGTH;
+    else if (req->http_minor >= 1) head.framing = FRAME_CHUNKED;
+    else head.framing = FRAME_CLOSE, keep_alive = false; /* HTTP/1.0: the end of the body is the close */
+    c->chunked_out = head.framing == FRAME_CHUNKED && !c->discard_body;
+    c->stream_keep_alive = keep_alive;
+    c->streaming = true;
+    conn_send(c, &head, keep_alive);
+    if (c->closing) return UV_ECONNRESET;
+    return 0;
+}
+
+static int stream_queue_state(gw_conn *c) {
+    if (queued(c) > 0 && c->deadline == 0) { /* a send deadline while the client is behind */
+        c->queued_at_timer = queued(c);
+        timer_set(c, c->srv->limits.read_timeout_ms);
+    }
+    if (queued(c) < STREAM_HIGH) return 0;
+    c->want_writable = true;
+    return 1;
+}
+
+int server_write_body(gw_request *req, const char *data, size_t len) {
+    gw_conn *c = conn_of_request(req);
+    if (!c->in_flight || !c->streaming || c->closing) return UV_ECANCELED;
+    if (c->discard_body || len == 0) return 0;
+    int r;
+    if (c->chunked_out) {
+        char size[20];
+        uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)snprintf(size, sizeof size, "%zx\r\n", len)),
+                            uv_buf_init((char *)data, (unsigned)len), uv_buf_init("\r\n", 2)};
+        r = transport_write(tr(c), bufs, 3);
+    } else {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        r = transport_write(tr(c), &b, 1);
+    }
+    if (r < 0) {
+        c->in_flight = false; /* the app is told by the return value, not by on_abort */
+        conn_close(c);
+        return r;
+    }
+    return stream_queue_state(c);
+}
+
+void server_end_body(gw_request *req) {
+    gw_conn *c = conn_of_request(req);
+    if (!c->in_flight || !c->streaming || c->closing) return;
+    if (c->chunked_out) {
+        uv_buf_t last = uv_buf_init("0\r\n\r\n", 5);
+        if (transport_write(tr(c), &last, 1) < 0) {
+            c->in_flight = false;
+            conn_close(c);
+            return;
+        }
+    }
+    request_finished(c, c->stream_keep_alive);
+}
+
+void server_abort_body(gw_request *req) {
+    gw_conn *c = conn_of_request(req);
+    if (!c->in_flight || c->closing) return;
+    c->in_flight = false;
+    log_info("request %s: the answer could not be completed; closing the connection", c->req.id);
+    conn_close(c);
+}
+
+/* ---- request bodies still arriving ---- */
+
+void server_body_stream(gw_request *req) {
+    gw_conn *c = conn_of_request(req);
+    c->rp.stream_body = true;
+}
+
+long server_body_peek(gw_request *req, const char **data, bool *ended) {
+    gw_conn *c = conn_of_request(req);
+    if (!c->in_flight || c->closing) return UV_ECANCELED;
+    request_parser *rp = &c->rp;
+    size_t avail = rp->body.len - rp->body_off;
+    *data = rp->body.data + rp->body_off;
+    *ended = avail == 0 && (req->body_complete || !c->early);
+    return (long)avail;
+}
+
+void server_body_consume(gw_request *req, size_t n) {
+    gw_conn *c = conn_of_request(req);
+    request_parser *rp = &c->rp;
+    rp->body_off += n;
+    if (rp->body_off == rp->body.len) rp->body.len = rp->body_off = 0;
+    else if (rp->body_off > BODY_HIGH) { /* keep the buffer from creeping */
+        buf_consume(&rp->body, rp->body_off);
+        rp->body_off = 0;
+    }
+    if (c->body_paused && rp->body.len - rp->body_off < BODY_HIGH / 2 && !c->closing) {
+        c->body_paused = false;
+        conn_start_reading(c);
+    }
 }
 
 /* A response made by the server itself (errors found before the app saw the request). */
@@ -258,6 +416,7 @@ static void conn_fail(gw_conn *c, int status, const char *message) {
     c->req.http_minor = 1;
     c->req.is_head = false;
     conn_send(c, &r, false);
+    conn_linger(c);
 }
 
 /* ---- parsing ---- */
@@ -279,8 +438,24 @@ static const request_parser_events parser_events = {
     .on_expect_continue = on_expect_continue,
 };
 
-/* Feed bytes to the parser; on a complete request, build it (or answer the error). */
-static enum parse_outcome conn_parse(gw_conn *c, const char *data, size_t len, size_t *used) {
+/* The gw_request the app gets, from what the parser holds. false: it was refused (answered). */
+static bool conn_build(gw_conn *c) {
+    if (c->rp.upgrade) c->close_after = true;
+    c->req.remote = c->remote;
+    int status = request_parser_build(&c->rp, &c->req, c->id);
+    if (!c->id[0]) server_new_request_id(c->srv, c->id);
+    c->req.id = c->id;
+    if (status) conn_fail(c, status, status == 400 ? "bad request" : "out of memory");
+    return status == 0;
+}
+
+enum { PARSE_HEAD = PARSE_CLOSE + 1 }; /* a head is complete, its body still to come */
+
+/* Feed bytes to the parser. A request is built once it is complete, or once its head is and its
+ * body is still to come (PARSE_HEAD): waiting for a large body before the app sees the request
+ * would hold it all in memory, and a route that streams its uploads must see it at once. For a
+ * request handed over early, the bytes are its body (PARSE_REQUEST: it is complete). */
+static int conn_parse(gw_conn *c, const char *data, size_t len, size_t *used) {
     enum parse_outcome o = request_parser_execute(&c->rp, data, len, used);
     if (o == PARSE_CLOSE) {
         conn_close(c);
@@ -289,27 +464,50 @@ static enum parse_outcome conn_parse(gw_conn *c, const char *data, size_t len, s
     if (o == PARSE_FAILED) {
         const char *message;
         int status = request_parser_status(&c->rp, &message);
+        conn_abort_request(c); /* one handed over early lets go before the error answer */
         conn_fail(c, status, message);
         return PARSE_FAILED;
     }
-    if (o == PARSE_REQUEST) {
-        if (c->rp.upgrade) c->close_after = true;
-        c->req.remote = c->remote;
-        int status = request_parser_build(&c->rp, &c->req, c->id);
-        if (!c->id[0]) server_new_request_id(c->srv, c->id);
-        c->req.id = c->id;
-        if (status) {
-            conn_fail(c, status, status == 400 ? "bad request" : "out of memory");
-            return PARSE_FAILED;
-        }
-    }
-    return o;
+    if (c->in_flight) return o;
+    bool head_only = o == PARSE_MORE && request_parser_expects_body(&c->rp);
+    if (o != PARSE_REQUEST && !head_only) return o;
+    if (!conn_build(c)) return PARSE_FAILED;
+    c->req.body_complete = !head_only;
+    return head_only ? PARSE_HEAD : PARSE_REQUEST;
 }
 
-static void conn_dispatch(gw_conn *c) {
-    timer_set(c, 0);
+static void conn_dispatch(gw_conn *c, bool early) {
     c->in_flight = true;
+    c->early = early;
+    /* A body the app will wait for keeps the read deadline; else the time is the app's. */
+    timer_set(c, early ? c->srv->limits.read_timeout_ms : 0);
     c->srv->app.on_request(&c->req, c->srv->app.data);
+}
+
+/* Body bytes of a request handed over early. */
+static void conn_body_bytes(gw_conn *c, const char *data, size_t n) {
+    request_parser *rp = &c->rp;
+    timer_set(c, c->srv->limits.read_timeout_ms);
+    size_t used = 0;
+    int o = conn_parse(c, data, n, &used);
+    if (o == PARSE_FAILED) return;
+    if (o == PARSE_REQUEST) { /* the body is complete: what follows is the next request */
+        c->req.body = rp->body.data ? rp->body.data + rp->body_off : "";
+        c->req.body_len = rp->body.len - rp->body_off;
+        c->req.body_complete = true;
+        timer_set(c, 0);
+        if (used < n && buf_append(&c->pending, data + used, n - used)) {
+            conn_close(c);
+            return;
+        }
+    } else if (!rp->stream_body) {
+        return; /* buffered: the app hears of it once it is complete */
+    }
+    if (rp->stream_body && rp->body.len - rp->body_off > BODY_HIGH && !c->body_paused) {
+        c->body_paused = true; /* the app reads slower than the client sends */
+        transport_read_stop(tr(c));
+    }
+    c->srv->app.on_body(&c->req, c->srv->app.data);
 }
 
 /* Parse and dispatch what is pending: one request, then the next from the ready list once it is
@@ -318,13 +516,13 @@ static void conn_process(gw_conn *c) {
     if (!c->in_flight && !c->closing && !c->lingering && !c->write_blocked && !c->close_after &&
         c->pending_off < c->pending.len) {
         size_t used = 0;
-        enum parse_outcome o = conn_parse(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, &used);
+        int o = conn_parse(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, &used);
         c->pending_off += used;
         if (c->pending_off == c->pending.len) {
             c->pending_off = 0;
             buf_reset(&c->pending, KEEP_BUF);
         }
-        if (o == PARSE_REQUEST) conn_dispatch(c);
+        if (o == PARSE_REQUEST || o == PARSE_HEAD) conn_dispatch(c, o == PARSE_HEAD);
     }
     if (c->close_after && !c->in_flight && !c->rp.in_message) conn_end(c);
 }
@@ -353,6 +551,10 @@ static void on_read(gw_transport *t, const char *data, size_t n) {
     gw_conn *c = t->data;
     if (c->lingering || c->closing) return;
 
+    if (c->in_flight && c->early && c->rp.in_message) {
+        conn_body_bytes(c, data, n);
+        return;
+    }
     if (c->in_flight || c->write_blocked || c->pending_off < c->pending.len) {
         if (buf_append(&c->pending, data, n)) {
             conn_close(c);
@@ -371,13 +573,13 @@ static void on_read(gw_transport *t, const char *data, size_t n) {
     /* The common case: parse straight from the read buffer, keep only what follows a request. */
     if (c->rp.in_message) timer_set(c, c->srv->limits.read_timeout_ms);
     size_t used = 0;
-    enum parse_outcome o = conn_parse(c, data, n, &used);
-    if (o != PARSE_REQUEST) return;
+    int o = conn_parse(c, data, n, &used);
+    if (o != PARSE_REQUEST && o != PARSE_HEAD) return;
     if (used < n && buf_append(&c->pending, data + used, n - used)) {
         conn_close(c);
         return;
     }
-    conn_dispatch(c);
+    conn_dispatch(c, o == PARSE_HEAD);
 }
 
 static const gw_transport_events conn_events = {

@@ -1,283 +1,315 @@
-/* libcurl's multi_socket API on libuv (after curl's docs/examples/multi-uv.c, with its gaps closed):
- * - one multi handle for the loop's life: it is the connection cache and the DNS cache;
- * - one non-repeating uv_timer for CURLMOPT_TIMERFUNCTION;
- * - a uv_poll per socket, found by fd; its life ends in CURLOPT_CLOSESOCKETFUNCTION, because curl
- *   may close a socket before telling us CURL_POLL_REMOVE and the kernel reuses fds at once;
- * - completions are drained with curl_multi_info_read after curl_multi_socket_action returns, and
- *   only then handed to the owner, so owner code never runs inside a libcurl callback.
- * DNS never blocks the loop: Debian's libcurl resolves in a thread (AsynchDNS). */
-#define _GNU_SOURCE /* memmem */
+/* The fetch facade: upstreams, transfers, deadlines, retries and the events callers see. The
+ * backends (http_client.c, fetch_curl.c) only run attempts and report on them. */
 #include "fetch.h"
 
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <strings.h>
 
-#include "buf.h"
+#include "fetch_internal.h"
 #include "log.h"
 
-#define MAX_RESPONSE_BODY (64u << 20)
-#define MAX_RESPONSE_HEAD (1u << 20)
-#define MAX_SPARE_EASY 256
-
-typedef struct sock_watch {
-    uv_poll_t poll;
-    gw_fetch *f;
-    curl_socket_t fd;
-} sock_watch;
-
-struct gw_transfer {
-    CURL *easy;
-    gw_fetch *f;
-    struct curl_slist *headers;
-    gw_buf head; /* response header block */
-    gw_buf body;
-    gw_fetch_cb cb;
-    void *data;
-    gw_transfer *spare_next;
-    int pool;
-    bool keeps; /* may put its connection back in the pool when it ends */
-    bool plain_get; /* the handle's last transfer was a GET without body: its options still fit */
-    bool used;
-    char errbuf[CURL_ERROR_SIZE];
-};
-
-/* What luagate knows of a connection pool, counted from the transfers it starts and ends, for
- * the choices libcurl cannot make well by itself (see pool_choose). libcurl keeps the real
- * connections; these counts are estimates, since a server may close an idle connection. */
-typedef struct conn_pool {
-    size_t active;  /* transfers in flight */
-    size_t keeping; /* of those, the ones that will put their connection back */
-    size_t idle;    /* connections put back and not taken again */
-} conn_pool;
+#define MAX_SPARE_TRANSFERS 256
+#define KEEP_BUF 16384
 
 struct gw_fetch {
     uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
-    sock_watch **watches; /* indexed by fd */
-    size_t nwatches;
-    size_t active;   /* transfers in flight, all pools */
-    long max_idle;   /* upstream_keepalive: idle connections kept, per upstream and in all */
-    conn_pool *pools; /* each upstream's, indexed by pool number (0: none) */
-    size_t npools;
+    fetch_backend *native;
+    fetch_backend *curl;
+    fetch_pool *pools;
+    long keepalive;
+    size_t active;
     long opened;
-    gw_transfer *spare; /* finished transfers with their easy handles, ready for reuse */
+    gw_transfer *spare; /* finished transfers, their timers still open, for the next calls */
     size_t nspare;
+    int handles; /* open libuv handles, the spare transfers' timers and the backends' */
     bool closing;
+    char slab[65536];
 };
 
-static void fetch_drain(gw_fetch *f);
-static void pool_bound(gw_fetch *f);
-static bool pool_reserve(gw_fetch *f, int n);
-
-/* ---- sockets and timer ---- */
-
-static void on_poll(uv_poll_t *p, int status, int events) {
-    sock_watch *w = p->data;
-    gw_fetch *f = w->f;
-    int flags = 0;
-    if (status < 0) flags = CURL_CSELECT_ERR;
-    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-    int running;
-    curl_multi_socket_action(f->multi, w->fd, flags, &running);
-    fetch_drain(f);
-}
-
-static void on_curl_timeout(uv_timer_t *t) {
-    gw_fetch *f = t->data;
-    int running;
-    curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    fetch_drain(f);
-}
-
-static int on_curl_timer(CURLM *m, long timeout_ms, void *userp) {
-    (void)m;
-    gw_fetch *f = userp;
-    if (timeout_ms < 0) uv_timer_stop(&f->timer);
-    else uv_timer_start(&f->timer, on_curl_timeout, (uint64_t)timeout_ms, 0);
-    return 0;
-}
-
-static sock_watch *watch_for(gw_fetch *f, curl_socket_t fd, bool create) {
-    if (fd < 0) return NULL;
-    if ((size_t)fd < f->nwatches && f->watches[fd]) return f->watches[fd];
-    if (!create) return NULL;
-    if ((size_t)fd >= f->nwatches) {
-        size_t n = f->nwatches ? f->nwatches : 64;
-        while (n <= (size_t)fd) n *= 2;
-        sock_watch **w = realloc(f->watches, n * sizeof *w);
-        if (!w) return NULL;
-        memset(w + f->nwatches, 0, (n - f->nwatches) * sizeof *w);
-        f->watches = w;
-        f->nwatches = n;
+const char *fetch_error_name(int kind) {
+    switch (kind) {
+    case FETCH_ERR_TIMEOUT: return "timeout";
+    case FETCH_ERR_REFUSED: return "connection refused";
+    case FETCH_ERR_RESOLVE: return "could not resolve host";
+    case FETCH_ERR_RESET: return "connection reset";
+    case FETCH_ERR_EMPTY: return "empty reply";
+    case FETCH_ERR_TOO_LARGE: return "response too large";
+    case FETCH_ERR_BAD_RESPONSE: return "bad response";
+    case FETCH_ERR_NO_FDS: return "too many open files";
+    case FETCH_ERR_BODY: return "request body failed";
+    default: return "upstream error";
     }
-    sock_watch *w = calloc(1, sizeof *w);
-    if (!w) return NULL;
-    if (uv_poll_init_socket(f->loop, &w->poll, fd) < 0) {
-        free(w);
+}
+
+/* ---- pools ---- */
+
+fetch_pool *fetch_pool_get(gw_fetch *f, const char *name, long keepalive) {
+    for (fetch_pool *p = f->pools; p; p = p->next) {
+        if (strcmp(p->name, name) == 0) {
+            p->refs++;
+            p->keepalive = keepalive;
+            return p;
+        }
+    }
+    fetch_pool *p = calloc(1, sizeof *p);
+    if (!p || !(p->name = strdup(name))) {
+        free(p);
         return NULL;
     }
-    w->f = f;
-    w->fd = fd;
-    w->poll.data = w;
-    f->watches[fd] = w;
-    return w;
+    p->keepalive = keepalive;
+    p->refs = 1;
+    p->next = f->pools;
+    f->pools = p;
+    return p;
 }
 
-static void on_watch_closed(uv_handle_t *h) {
-    free(h->data);
-}
-
-static void watch_close(gw_fetch *f, curl_socket_t fd) {
-    sock_watch *w = watch_for(f, fd, false);
-    if (!w) return;
-    f->watches[fd] = NULL;
-    uv_close((uv_handle_t *)&w->poll, on_watch_closed); /* stops polling fd at once */
-}
-
-static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
-    (void)e;
-    (void)socketp;
-    gw_fetch *f = userp;
-    if (what == CURL_POLL_REMOVE) {
-        sock_watch *w = watch_for(f, fd, false);
-        if (w) uv_poll_stop(&w->poll); /* closed in on_close_socket, or reused for this fd */
-        return 0;
+/* A pool outlives its upstreams while it holds connections: a new upstream of the same name (a
+ * gw.upstreams{} change, a reload of the route) takes them over. Pools of whole-URL calls go when
+ * they are empty, so that calls to many hosts cannot pile them up. */
+void fetch_pool_release(gw_fetch *f, fetch_pool *p) {
+    if (--p->refs > 0 || p->open > 0 || p->idle > 0) return;
+    for (fetch_pool **pp = &f->pools; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
     }
-    sock_watch *w = watch_for(f, fd, true);
-    if (!w) {
-        log_error("fetch: cannot watch socket %d", (int)fd);
-        return -1;
+    free(p->name);
+    free(p);
+}
+
+long fetch_keepalive(const gw_fetch *f) {
+    return f->keepalive;
+}
+
+void fetch_count_connection(gw_fetch *f) {
+    f->opened++;
+}
+
+uv_loop_t *fetch_loop(const gw_fetch *f) {
+    return f->loop;
+}
+
+char *fetch_slab(gw_fetch *f, size_t *len) {
+    *len = sizeof f->slab;
+    return f->slab;
+}
+
+/* ---- upstreams ---- */
+
+static void base64(const char *in, size_t n, char *out) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)(unsigned char)in[i + 1] << 8;
+        if (i + 2 < n) v |= (unsigned char)in[i + 2];
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? tab[v & 63] : '=';
     }
-    int events = 0;
-    if (what & CURL_POLL_IN) events |= UV_READABLE;
-    if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-    uv_poll_start(&w->poll, events, on_poll);
+    out[o] = '\0';
+}
+
+/* "Authorization: Basic ...\r\n" for user:password, or "Authorization: Bearer ...\r\n", appended
+ * to b; nothing when both are NULL. */
+static int append_auth(gw_buf *b, const char *userpwd, const char *bearer) {
+    if (bearer) {
+        if (strpbrk(bearer, "\r\n")) return -1;
+        return buf_append_str(b, "Authorization: Bearer ") || buf_append_str(b, bearer) || buf_append(b, "\r\n", 2);
+    }
+    if (!userpwd) return 0;
+    size_t n = strlen(userpwd);
+    char *enc = malloc(4 * (n / 3 + 1) + 1);
+    if (!enc) return -1;
+    base64(userpwd, n, enc);
+    int r = buf_append_str(b, "Authorization: Basic ") || buf_append_str(b, enc) || buf_append(b, "\r\n", 2);
+    free(enc);
+    return r ? -1 : 0;
+}
+
+/* Split "scheme://host[:port][/prefix]". Names with userinfo, fragments or spaces are refused:
+ * credentials belong in auth, and a URL that parses two ways is a way to reach the wrong host. */
+static int parse_url(gw_upstream *u, const char *url, const char **err) {
+    const char *sep = strstr(url, "://");
+    if (!sep || sep == url) goto bad;
+    const char *host = sep + 3;
+    size_t hlen = strcspn(host, "/?#");
+    const char *rest = host + hlen;
+    if (hlen == 0 || memchr(host, '@', hlen) || strpbrk(url, " \t\r\n") || strchr(rest, '#')) goto bad;
+    u->scheme = strndup(url, (size_t)(sep - url));
+    for (char *c = u->scheme; c && *c; c++) *c = (char)((*c >= 'A' && *c <= 'Z') ? *c + 32 : *c);
+    const char *port = NULL;
+    size_t name_len = hlen;
+    if (host[0] == '[') { /* "[::1]:8080" */
+        const char *close = memchr(host, ']', hlen);
+        if (!close) goto bad;
+        name_len = (size_t)(close - host) + 1;
+        if (name_len < hlen) {
+            if (host[name_len] != ':') goto bad;
+            port = host + name_len + 1;
+        }
+    } else {
+        const char *colon = memchr(host, ':', hlen);
+        if (colon) {
+            name_len = (size_t)(colon - host);
+            port = colon + 1;
+        }
+    }
+    bool https = u->scheme && strcmp(u->scheme, "https") == 0;
+    u->port = https ? 443 : 80;
+    if (port) {
+        char *end;
+        long p = strtol(port, &end, 10);
+        if (end != rest || p <= 0 || p > 65535) goto bad;
+        u->port = (int)p;
+    }
+    /* The address without brackets, as uv_ip6_addr and getaddrinfo take it. */
+    u->host = host[0] == '[' ? strndup(host + 1, name_len - 2) : strndup(host, name_len);
+    u->hostport = strndup(host, hlen);
+    size_t plen = strcspn(rest, "?");
+    while (plen > 0 && rest[plen - 1] == '/') plen--;
+    u->base_path = strndup(rest, plen);
+    u->url = strndup(url, (size_t)(rest - url) + plen);
+    if (!u->scheme || !u->host || !u->hostport || !u->base_path || !u->url) {
+        *err = "out of memory";
+        return UV_ENOMEM;
+    }
+    return 0;
+bad:
+    *err = "expected a URL such as http://host:port/prefix";
+    return UV_EINVAL;
+}
+
+static void upstream_free(gw_upstream *u) {
+    if (u->pool) fetch_pool_release(u->f, u->pool);
+    for (size_t i = 0; i < u->nlines; i++) free(u->lines[i]);
+    free(u->lines);
+    buf_free(&u->lines_block);
+    buf_free(&u->auth_line);
+    free(u->scheme);
+    free(u->host);
+    free(u->base_path);
+    free(u->hostport);
+    free(u->url);
+    free(u);
+}
+
+void fetch_upstream_release(gw_upstream *u) {
+    if (u && --u->refs == 0) upstream_free(u);
+}
+
+/* The lines sent with every call, as one block (native) and as strings (libcurl). */
+static int upstream_lines(gw_upstream *u, const gw_upstream_config *c) {
+    for (size_t i = 0; i < c->nheader_lines; i++) {
+        if (strpbrk(c->header_lines[i], "\r\n")) return -1;
+        if (buf_append_str(&u->lines_block, c->header_lines[i]) || buf_append(&u->lines_block, "\r\n", 2)) return -1;
+    }
+    if (append_auth(&u->auth_line, c->userpwd, c->bearer)) return -1;
+    const char *p = u->lines_block.data, *end = p + u->lines_block.len;
+    size_t n = 0;
+    for (const char *q = p; q < end; q++) n += *q == '\n';
+    u->lines = calloc(n + 1, sizeof *u->lines);
+    if (!u->lines) return -1;
+    while (p < end) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        if (!(u->lines[u->nlines] = strndup(p, (size_t)(eol - p)))) return -1;
+        u->nlines++;
+        p = eol + 2;
+    }
     return 0;
 }
 
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
-    gw_fetch *f = clientp;
-    (void)purpose;
-    curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
-    if (fd != CURL_SOCKET_BAD) f->opened++;
-    return fd;
-}
-
-static int on_close_socket(void *clientp, curl_socket_t fd) {
-    watch_close(clientp, fd);
-    return close(fd);
+int fetch_upstream_new(gw_fetch *f, const gw_upstream_config *c, gw_upstream **out, const char **err) {
+    gw_upstream *u = calloc(1, sizeof *u);
+    if (!u) {
+        *err = "out of memory";
+        return UV_ENOMEM;
+    }
+    u->f = f;
+    u->refs = 1;
+    u->deadlines = c->deadlines;
+    u->retries = c->retries;
+    u->max_body = c->max_body;
+    int r = parse_url(u, c->url, err);
+    if (r == 0 && upstream_lines(u, c)) {
+        *err = "invalid headers or auth: values may not hold CR or LF";
+        r = UV_EINVAL;
+    }
+    if (r == 0) {
+        bool native = strcmp(u->scheme, "http") == 0 && c->backend != FETCH_CURL;
+        u->backend = native ? f->native : f->curl;
+        if (!native && strcmp(u->scheme, "http") && strcmp(u->scheme, "https")) {
+            *err = "only http:// and https:// URLs are allowed";
+            r = UV_EINVAL;
+        }
+    }
+    if (r == 0 && !(u->pool = fetch_pool_get(f, c->name, c->keepalive))) {
+        *err = "out of memory";
+        r = UV_ENOMEM;
+    }
+    if (r < 0) {
+        upstream_free(u);
+        return r;
+    }
+    *out = u;
+    return 0;
 }
 
 /* ---- transfers ---- */
 
-static size_t on_body(char *ptr, size_t size, size_t n, void *userp) {
-    gw_transfer *t = userp;
-    size_t len = size * n;
-    if (t->body.len + len > MAX_RESPONSE_BODY || buf_append(&t->body, ptr, len)) return 0;
-    return len;
-}
-
-static size_t on_header(char *ptr, size_t size, size_t n, void *userp) {
-    gw_transfer *t = userp;
-    size_t len = size * n;
-    /* Keep only the last response's headers (after 100 Continue or redirects). */
-    if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) t->head.len = 0;
-    if (t->head.len + len > MAX_RESPONSE_HEAD || buf_append(&t->head, ptr, len)) return 0;
-    return len;
-}
-
-int fetch_init(gw_fetch **out, uv_loop_t *loop, long max_idle) {
-    gw_fetch *f = calloc(1, sizeof *f);
-    if (!f) return UV_ENOMEM;
-    f->loop = loop;
-    f->multi = curl_multi_init();
-    if (!f->multi) {
-        free(f);
-        return UV_ENOMEM;
-    }
-    uv_timer_init(loop, &f->timer);
-    f->timer.data = f;
-    curl_multi_setopt(f->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(f->multi, CURLMOPT_SOCKETDATA, f);
-    curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
-    fetch_set_max_idle(f, max_idle);
-    if (!pool_reserve(f, 0)) { /* pool 0, for URLs of no upstream, is always there */
-        fetch_close(f);
-        return UV_ENOMEM;
-    }
-    *out = f;
-    return 0;
-}
-
-void fetch_set_max_idle(gw_fetch *f, long max_idle) {
-    f->max_idle = max_idle > 0 ? max_idle : 256L;
-    pool_bound(f);
-}
-
-/* The options that never change: set on a new handle, and again after a reset. */
-static void easy_defaults(gw_fetch *f, gw_transfer *t) {
-    CURL *e = t->easy;
-    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-    /* A gateway goes where its config says, not where http_proxy says; and an explicit empty
-     * proxy spares libcurl five getenv() calls per transfer. */
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, f);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, f);
-    curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-}
-
-static gw_transfer *transfer_new(gw_fetch *f) {
-    gw_transfer *t = calloc(1, sizeof *t);
-    if (!t) return NULL;
-    t->easy = curl_easy_init();
-    if (!t->easy) {
-        free(t);
-        return NULL;
-    }
-    t->f = f;
-    easy_defaults(f, t);
-    return t;
-}
+static void on_transfer_timer(uv_timer_t *timer);
 
 static gw_transfer *transfer_get(gw_fetch *f) {
     gw_transfer *t = f->spare;
-    if (!t) return transfer_new(f);
-    f->spare = t->spare_next;
-    f->nspare--;
+    if (t) {
+        f->spare = t->spare_next;
+        f->nspare--;
+        return t;
+    }
+    t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->f = f;
+    uv_timer_init(f->loop, &t->timer);
+    t->timer.data = t;
+    fetch_handle_opened(f);
     return t;
 }
 
-static void transfer_put(gw_fetch *f, gw_transfer *t) {
-    curl_slist_free_all(t->headers);
-    t->headers = NULL;
-    buf_reset(&t->head, 4096);
-    buf_reset(&t->body, 16384);
-    t->cb = NULL;
-    t->data = NULL;
-    if (f->nspare >= MAX_SPARE_EASY || f->closing) {
-        curl_easy_cleanup(t->easy);
-        buf_free(&t->head);
-        buf_free(&t->body);
-        free(t);
+static void on_spare_timer_closed(uv_handle_t *h) {
+    gw_transfer *t = h->data;
+    gw_fetch *f = t->f;
+    buf_free(&t->target);
+    buf_free(&t->lines);
+    buf_free(&t->req_body);
+    buf_free(&t->answer);
+    free(t);
+    fetch_handle_closed(f);
+}
+
+/* Back to the spares: the timer and the buffers' memory stay for the next call. */
+static void transfer_put(gw_transfer *t) {
+    gw_fetch *f = t->f;
+    uv_timer_stop(&t->timer);
+    t->up->pool->active--;
+    f->active--;
+    fetch_upstream_release(t->up);
+    for (size_t i = 0; i < t->ncurl_lines; i++) free(t->curl_lines[i]);
+    free(t->curl_lines);
+    free(t->method);
+    gw_transfer keep = {.f = f, .timer = t->timer, .target = t->target, .lines = t->lines,
+                        .req_body = t->req_body, .answer = t->answer};
+    buf_reset(&keep.target, KEEP_BUF);
+    buf_reset(&keep.lines, KEEP_BUF);
+    buf_reset(&keep.req_body, KEEP_BUF);
+    buf_reset(&keep.answer, KEEP_BUF);
+    *t = keep;
+    t->timer.data = t;
+    if (f->closing || f->nspare >= MAX_SPARE_TRANSFERS) {
+        uv_close((uv_handle_t *)&t->timer, on_spare_timer_closed);
         return;
     }
     t->spare_next = f->spare;
@@ -285,229 +317,425 @@ static void transfer_put(gw_fetch *f, gw_transfer *t) {
     f->nspare++;
 }
 
-/* Room for pool number n in the per-pool counters. */
-static bool pool_reserve(gw_fetch *f, int n) {
-    if ((size_t)n < f->npools) return true;
-    size_t count = (size_t)n + 8;
-    conn_pool *p = realloc(f->pools, count * sizeof *p);
-    if (!p) return false;
-    memset(p + f->npools, 0, (count - f->npools) * sizeof *p);
-    f->pools = p;
-    f->npools = count;
+static uint64_t now_ms(gw_transfer *t) {
+    return uv_now(t->f->loop);
+}
+
+static uint64_t add_ms(uint64_t base, uint32_t ms) {
+    return ms ? base + ms : UINT64_MAX;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) {
+    return a < b ? a : b;
+}
+
+/* Whether the whole-call deadline holds now. A stream's body, and a streamed upload, take as long
+ * as they take while they keep moving: only the idle deadline bounds them, as nginx's
+ * proxy_read_timeout and proxy_send_timeout do. */
+static bool total_applies(const gw_transfer *t) {
+    return !t->source && !(t->stream && t->got_head);
+}
+
+/* When the transfer times out as things stand: the whole-call deadline, or its phase's. */
+static uint64_t transfer_deadline(const gw_transfer *t, uint64_t *phase_deadline) {
+    uint64_t d = total_applies(t) ? add_ms(t->started, t->dl.total) : UINT64_MAX;
+    uint64_t p = UINT64_MAX;
+    switch (t->phase) {
+    case PHASE_CONNECT: p = add_ms(t->phase_started, t->dl.connect); break;
+    case PHASE_WAIT: p = add_ms(t->phase_started, t->dl.first_byte); break;
+    case PHASE_SEND:
+    case PHASE_RECEIVE: p = t->paused ? UINT64_MAX : add_ms(t->last_progress, t->dl.idle); break;
+    case PHASE_BACKOFF:
+    case PHASE_FAILED: p = t->phase_started; break;
+    }
+    *phase_deadline = p;
+    return min_u64(d, p);
+}
+
+/* The uv timer is moved only when the deadline comes sooner than it fires; a later deadline is
+ * found when it fires. Progress (a read) so costs no timer operation. */
+static void transfer_arm(gw_transfer *t) {
+    uint64_t phase;
+    uint64_t d = transfer_deadline(t, &phase);
+    if (d == UINT64_MAX) {
+        uv_timer_stop(&t->timer);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&t->timer) || d < t->timer_due) {
+        uint64_t now = now_ms(t);
+        t->timer_due = d;
+        uv_timer_start(&t->timer, on_transfer_timer, d > now ? d - now : 0, 0);
+    }
+}
+
+static void set_phase(gw_transfer *t, enum transfer_phase phase) {
+    t->phase = phase;
+    t->phase_started = now_ms(t);
+    transfer_arm(t);
+}
+
+/* Tell the caller, unless it cancelled meanwhile. Returns false when the transfer is gone. */
+static bool emit_begin(gw_transfer *t) {
+    t->in_event++;
     return true;
 }
 
-/* How a new transfer should treat connections, as nginx's `keepalive N` does, where N is the
- * upstream's keepalive (or upstream_keepalive, which also bounds all upstreams together):
- * - Take an idle connection when one is there.
- * - Otherwise open one, and keep it after use only while fewer than N are kept (idle, or in use
- *   and going back); past N, the connection is closed after its request.
- * - With more transfers in flight than N and none idle, tell libcurl not to look for an idle
- *   connection (FRESH_CONNECT): it would walk every connection to the host, in use all of them,
- *   and a burst of thousands would make that O(n^2). */
-static void pool_choose(gw_fetch *f, gw_transfer *t, long size, bool *fresh) {
-    conn_pool *p = &f->pools[t->pool];
-    size_t limit = size >= 0 && size < f->max_idle ? (size_t)size : (size_t)f->max_idle;
-    if (p->idle > 0) {
-        t->keeps = true; /* it puts back the one it takes */
-        *fresh = false;
+static bool emit_end(gw_transfer *t) {
+    if (--t->in_event > 0) return !t->cancelled;
+    if (t->cancelled) {
+        transfer_put(t);
+        return false;
+    }
+    return true;
+}
+
+static void transfer_fail(gw_transfer *t, int kind, const char *detail) {
+    gw_fetch_error e = {.kind = kind};
+    snprintf(e.detail, sizeof e.detail, "%s", detail);
+    t->finished = true;
+    emit_begin(t);
+    t->ev->on_error(t->data, &e);
+    t->cancelled = true; /* done with it, whatever the caller did */
+    emit_end(t);
+}
+
+/* End an attempt in progress from above (a deadline, a limit): the backend lets go first. */
+static void transfer_abort(gw_transfer *t, int kind, const char *detail) {
+    if (t->attempt) t->backend->ops->cancel(t);
+    t->attempt = NULL;
+    transfer_fail(t, kind, detail);
+}
+
+static const char *upstream_label(const gw_transfer *t) {
+    return t->up->ad_hoc ? t->up->hostport : t->up->pool->name;
+}
+
+static void attempt_start(gw_transfer *t, bool fresh);
+
+static void on_transfer_timer(uv_timer_t *timer) {
+    gw_transfer *t = timer->data;
+    uint64_t now = now_ms(t), phase;
+    uint64_t d = transfer_deadline(t, &phase);
+    if (now < d) {
+        t->timer_due = d;
+        uv_timer_start(&t->timer, on_transfer_timer, d - now, 0);
         return;
     }
-    /* Only this pool's own count decides: an estimate another upstream's traffic left too high
-     * must not take keep-alive away from this one. The bound over all upstreams is libcurl's
-     * (see pool_bound). */
-    t->keeps = p->keeping < limit;
-    *fresh = p->active >= limit || f->active >= (size_t)f->max_idle;
-}
-
-/* libcurl's MAXCONNECTS counts the connections in use too: with more transfers in flight than
- * it, each one ending would close the connection it just put back. Kept just above the transfers
- * in flight, it lets the pools work and still bounds the idle connections over all upstreams to
- * upstream_keepalive, whatever the estimates above say (when it is exceeded, libcurl closes the
- * oldest idle connection). */
-static void pool_bound(gw_fetch *f) {
-    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)f->active + f->max_idle);
-}
-
-static void pool_count_start(gw_fetch *f, gw_transfer *t) {
-    conn_pool *p = &f->pools[t->pool];
-    p->active++;
-    f->active++;
-    if (p->idle > 0) p->idle--;
-    if (t->keeps) p->keeping++;
-    pool_bound(f);
-}
-
-/* reusable: the transfer succeeded, so its connection went back to libcurl's cache. */
-static void pool_count_end(gw_fetch *f, gw_transfer *t, bool reusable) {
-    conn_pool *p = &f->pools[t->pool];
-    p->active--;
-    f->active--;
-    if (t->keeps) {
-        p->keeping--;
-        if (reusable) p->idle++;
+    if (t->phase == PHASE_FAILED) {
+        fetch_failed(t, t->pending.kind, t->pending.detail, t->pending_reused, t->pending_before_response);
+        return;
     }
-    t->keeps = false;
-    pool_bound(f);
+    if (t->phase == PHASE_BACKOFF && phase <= now) {
+        attempt_start(t, false);
+        return;
+    }
+    char detail[160];
+    const char *what = "%s took over %g s";
+    double ms = t->dl.total;
+    if (phase <= now) {
+        switch (t->phase) {
+        case PHASE_CONNECT: what = "connecting to %s took over %g s", ms = t->dl.connect; break;
+        case PHASE_WAIT: what = "%s sent no answer within %g s", ms = t->dl.first_byte; break;
+        case PHASE_SEND: what = "%s took nothing of the body for %g s", ms = t->dl.idle; break;
+        default: what = "%s sent nothing for %g s", ms = t->dl.idle; break;
+        }
+    }
+    snprintf(detail, sizeof detail, what, upstream_label(t), ms / 1000);
+    transfer_abort(t, FETCH_ERR_TIMEOUT, detail);
 }
 
-gw_transfer *fetch_start(gw_fetch *f, const gw_fetch_request *r, gw_fetch_cb cb, void *data, const char **err) {
+static void attempt_start(gw_transfer *t, bool fresh) {
+    set_phase(t, PHASE_CONNECT);
+    int r = t->backend->ops->start(t, fresh);
+    if (r < 0) {
+        t->attempt = NULL;
+        bool fds = r == UV_EMFILE || r == UV_ENFILE;
+        fetch_failed_later(t, fds ? FETCH_ERR_NO_FDS : FETCH_ERR_INTERNAL, uv_strerror(r), false, true);
+    }
+}
+
+void fetch_failed_later(gw_transfer *t, int kind, const char *detail, bool reused, bool before_response) {
+    t->attempt = NULL;
+    t->pending.kind = kind;
+    snprintf(t->pending.detail, sizeof t->pending.detail, "%s", detail);
+    t->pending_reused = reused;
+    t->pending_before_response = before_response;
+    t->phase = PHASE_FAILED;
+    t->phase_started = now_ms(t);
+    transfer_arm(t);
+}
+
+static bool idempotent(const char *m) {
+    return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "OPTIONS") || !strcmp(m, "PUT") ||
+           !strcmp(m, "DELETE") || !strcmp(m, "TRACE");
+}
+
+/* Build the request every attempt sends. */
+static int transfer_prepare(gw_transfer *t, const gw_fetch_request *r) {
+    gw_upstream *u = t->up;
+    t->method = strdup(r->method ? r->method : "GET");
+    if (!t->method) return UV_ENOMEM;
+    t->target.len = t->lines.len = t->answer.len = t->req_body.len = 0;
+    const char *target = r->target;
+    bool native = u->backend == t->f->native;
+    int bad = 0;
+    if (u->ad_hoc) { /* the whole URL: keep what follows host:port */
+        const char *sep = strstr(target, "://");
+        target = sep ? sep + 3 + strcspn(sep + 3, "/?") : target;
+    } else if (target[0] != '/') {
+        return UV_EINVAL;
+    }
+    bad = native ? buf_append_str(&t->target, u->base_path) : buf_append_str(&t->target, u->url);
+    if (!bad && target[0] != '/') bad = buf_append(&t->target, "/", 1);
+    if (!bad) bad = buf_append_str(&t->target, target) || buf_append(&t->target, "", 1);
+    if (bad) return UV_ENOMEM;
+    t->target.len--; /* the NUL is there, not counted */
+    for (size_t i = 0; i < r->nheader_lines; i++) {
+        if (strpbrk(r->header_lines[i], "\r\n")) return UV_EINVAL;
+        if (buf_append_str(&t->lines, r->header_lines[i]) || buf_append(&t->lines, "\r\n", 2)) return UV_ENOMEM;
+    }
+    if (r->request_id && *r->request_id &&
+        (buf_append_str(&t->lines, "X-Request-Id: ") || buf_append_str(&t->lines, r->request_id) ||
+         buf_append(&t->lines, "\r\n", 2)))
+        return UV_ENOMEM;
+    if (r->auth_set ? append_auth(&t->lines, r->userpwd, r->bearer)
+                    : buf_append(&t->lines, u->auth_line.data, u->auth_line.len))
+        return UV_EINVAL;
+    if (r->body) {
+        t->has_body = true;
+        if (buf_append(&t->req_body, r->body, r->body_len) || buf_reserve(&t->req_body, 1)) return UV_ENOMEM;
+    }
+    t->source = r->source;
+    t->replayable = !r->source && (idempotent(t->method) || r->body);
+    return 0;
+}
+
+/* A whole-URL call's upstream: 30 s for the whole call unless it says otherwise, 64 MiB at most. */
+static int ad_hoc_upstream(gw_fetch *f, const char *url, gw_upstream **out, const char **err) {
+    gw_upstream_config c = {.url = url, .keepalive = -1, .deadlines = {.total = 30000, .connect = 30000},
+                            .max_body = 64u << 20};
+    /* The pool of a whole URL is its origin: scheme://host:port */
+    const char *sep = strstr(url, "://");
+    size_t origin = sep ? (size_t)(sep + 3 - url) + strcspn(sep + 3, "/?#") : strlen(url);
+    char *name = strndup(url, origin);
+    if (!name) return UV_ENOMEM;
+    c.name = c.url = name; /* the call's path is the whole of what follows the origin */
+    int r = fetch_upstream_new(f, &c, out, err);
+    free(name);
+    if (r == 0) (*out)->ad_hoc = true;
+    return r;
+}
+
+int fetch_start(gw_fetch *f, const gw_fetch_request *r, const gw_fetch_events *ev, void *data, gw_transfer **out,
+                const char **err) {
     if (f->closing) {
         *err = "shutting down";
-        return NULL;
+        return UV_ECANCELED;
     }
+    gw_upstream *u = r->upstream;
+    if (u) u->refs++;
+    else if (ad_hoc_upstream(f, r->target, &u, err) < 0) return UV_EINVAL;
     gw_transfer *t = transfer_get(f);
     if (!t) {
+        fetch_upstream_release(u);
         *err = "out of memory";
-        return NULL;
+        return UV_ENOMEM;
     }
-    CURL *e = t->easy;
-    t->cb = cb;
+    t->up = u;
+    u->pool->active++;
+    f->active++;
+    t->backend = u->backend;
+    t->ev = ev;
     t->data = data;
-    t->errbuf[0] = '\0';
-    /* A handle is reused as it is from one plain GET to the next (the proxy's case); any other
-     * method starts from a reset, since method options interact in libcurl (a HEAD, then a GET,
-     * then a PUT with a body sends no body in 7.88). */
-    const char *method = r->method ? r->method : "GET";
-    bool plain_get = !r->body && strcmp(method, "GET") == 0;
-    if (t->used && !(plain_get && t->plain_get)) {
-        curl_easy_reset(e);
-        easy_defaults(f, t);
+    t->stream = r->stream;
+    t->dl = u->deadlines;
+    if (r->timeout_ms) t->dl.total = r->timeout_ms;
+    if (r->connect_timeout_ms) t->dl.connect = r->connect_timeout_ms;
+    t->retries_left = r->retries >= 0 ? r->retries : u->retries;
+    int rc = transfer_prepare(t, r);
+    if (rc < 0) {
+        *err = rc == UV_EINVAL ? "invalid request: a path starts with /, header values hold no CR or LF"
+                               : "out of memory";
+        transfer_put(t);
+        return rc;
     }
-    t->used = true;
-    t->plain_get = plain_get;
-    curl_easy_setopt(e, CURLOPT_URL, r->url);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms > 0 ? r->timeout_ms : 0L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 0L);
-    t->pool = r->pool > 0 && pool_reserve(f, r->pool) ? r->pool : 0;
-    bool fresh;
-    pool_choose(f, t, t->pool ? r->pool_size : -1, &fresh);
-    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, t->keeps ? 0L : 1L);
-    curl_easy_setopt(e, CURLOPT_USERPWD, r->userpwd);
-    if (r->body) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-        curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body); /* makes it a POST */
-        if (strcmp(method, "POST")) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    } else if (strcmp(method, "HEAD") == 0) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else if (!plain_get) {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    }
-    /* libcurl adds a catch-all Accept header unless told otherwise; no Accept means the same. */
-    t->headers = curl_slist_append(t->headers, "Accept:");
-    /* curl would wait up to 1 s for "100 Continue" on large bodies: send them at once. */
-    if (r->body) t->headers = curl_slist_append(t->headers, "Expect:");
-    for (size_t i = 0; i < r->nheaders; i++) {
-        struct curl_slist *l = curl_slist_append(t->headers, r->headers[i]);
-        if (!l) break;
-        t->headers = l;
-    }
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
-    if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
-        transfer_put(f, t);
-        *err = "cannot start transfer";
-        return NULL;
-    }
-    pool_count_start(f, t);
-    return t;
+    t->started = now_ms(t);
+    *out = t;
+    attempt_start(t, false); /* a failure to start is reported from the loop (fetch_failed_later) */
+    return 0;
 }
 
-void fetch_cancel(gw_fetch *f, gw_transfer *t) {
-    curl_multi_remove_handle(f->multi, t->easy); /* closes a connection still in use */
-    pool_count_end(f, t, false);
-    transfer_put(f, t);
+void fetch_pause(gw_transfer *t) {
+    if (t->paused || t->finished) return;
+    t->paused = true;
+    if (t->attempt) t->backend->ops->pause(t);
 }
 
-static const char *error_kind(CURLcode code) {
-    switch (code) {
-    case CURLE_OPERATION_TIMEDOUT: return "timeout";
-    case CURLE_COULDNT_CONNECT: return "connection refused";
-    case CURLE_COULDNT_RESOLVE_HOST: return "could not resolve host";
-    case CURLE_WRITE_ERROR: return "response too large";
-    case CURLE_GOT_NOTHING: return "empty reply";
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR: return "connection reset";
-    default: return "upstream error";
+void fetch_resume(gw_transfer *t) {
+    if (!t->paused || t->finished) return;
+    t->paused = false;
+    t->last_progress = now_ms(t); /* the idle deadline counts from now: the wait was ours */
+    transfer_arm(t);
+    if (t->attempt) t->backend->ops->resume(t);
+}
+
+void fetch_cancel(gw_transfer *t) {
+    if (t->cancelled) return;
+    if (t->attempt) t->backend->ops->cancel(t);
+    t->attempt = NULL;
+    t->cancelled = true;
+    t->finished = true;
+    if (t->in_event == 0) transfer_put(t);
+}
+
+/* ---- what backends report ---- */
+
+void fetch_connected(gw_transfer *t) {
+    t->last_progress = now_ms(t);
+    set_phase(t, t->source ? PHASE_SEND : PHASE_WAIT);
+}
+
+void fetch_sent(gw_transfer *t) {
+    if (t->phase == PHASE_CONNECT || t->phase == PHASE_SEND) set_phase(t, PHASE_WAIT);
+}
+
+void fetch_progress(gw_transfer *t) {
+    t->last_progress = now_ms(t);
+    if (t->phase == PHASE_WAIT || t->phase == PHASE_CONNECT) set_phase(t, PHASE_RECEIVE);
+}
+
+bool fetch_head(gw_transfer *t, const gw_fetch_head *head) {
+    if (head->status < 100 || head->status > 599 || head->status == 101) {
+        char detail[64];
+        snprintf(detail, sizeof detail, "status %d from %s", head->status, upstream_label(t));
+        transfer_abort(t, FETCH_ERR_BAD_RESPONSE, detail);
+        return false;
     }
+    t->got_head = true;
+    transfer_arm(t);
+    emit_begin(t);
+    t->ev->on_head(t->data, head);
+    return emit_end(t);
 }
 
-/* Whether libcurl kept the connection of a successful transfer: not when the server said it
- * would close it (an estimate: a server may still close an idle connection later). */
-static bool connection_kept(const gw_transfer *t) {
-    const char *h = t->head.data, *end = h + t->head.len;
-    if (!h || t->head.len < 8) return false;
-    bool kept = memcmp(h, "HTTP/1.0", 8) != 0; /* 1.0 closes unless it says keep-alive */
-    for (const char *p = memchr(h, '\n', t->head.len); p && end - p > 12; p = memchr(p + 1, '\n', end - p - 1)) {
-        if (strncasecmp(p + 1, "connection:", 11)) continue;
-        const char *v = p + 12, *eol = memchr(v, '\n', end - v);
-        size_t n = eol ? (size_t)(eol - v) : (size_t)(end - v);
-        if (memmem(v, n, "close", 5) || memmem(v, n, "Close", 5)) return false;
-        if (memmem(v, n, "eep-alive", 9) || memmem(v, n, "eep-Alive", 9)) kept = true;
-    }
-    return kept;
-}
-
-/* Hand finished transfers to their owners. Runs after curl_multi_socket_action, outside libcurl. */
-static void fetch_drain(gw_fetch *f) {
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(f->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE) continue;
-        CURL *e = msg->easy_handle;
-        CURLcode code = msg->data.result; /* read before remove_handle invalidates msg */
-        gw_transfer *t = NULL;
-        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
-        curl_multi_remove_handle(f->multi, e);
-        pool_count_end(f, t, code == CURLE_OK && connection_kept(t));
-
-        gw_fetch_result res = {0};
-        char error[CURL_ERROR_SIZE + 64];
-        if (code == CURLE_OK) {
-            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &res.status);
-            curl_easy_getinfo(e, CURLINFO_CONTENT_TYPE, &res.content_type);
-        } else {
-            snprintf(error, sizeof error, "%s: %s", error_kind(code), t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
-            res.error = error;
-            res.timed_out = code == CURLE_OPERATION_TIMEDOUT;
+bool fetch_body(gw_transfer *t, const char *data, size_t len, bool *pause) {
+    *pause = false;
+    if (!t->stream) {
+        if (t->answer.len + len > t->up->max_body) {
+            char detail[96];
+            snprintf(detail, sizeof detail, "over max_response_body (%zu bytes) from %s", t->up->max_body,
+                     upstream_label(t));
+            transfer_abort(t, FETCH_ERR_TOO_LARGE, detail);
+            return false;
         }
-        res.headers = t->head.data ? t->head.data : "";
-        res.headers_len = t->head.len;
-        res.body = t->body.data ? t->body.data : "";
-        res.body_len = t->body.len;
-        t->cb(&res, t->data);
-        transfer_put(f, t);
+        if (buf_append(&t->answer, data, len)) {
+            transfer_abort(t, FETCH_ERR_INTERNAL, "out of memory");
+            return false;
+        }
+        return true;
     }
+    emit_begin(t);
+    *pause = t->ev->on_body(t->data, data, len);
+    if (!emit_end(t)) return false;
+    if (*pause) t->paused = true;
+    *pause = t->paused;
+    return true;
 }
 
-size_t fetch_active(const gw_fetch *f) {
-    return f->active;
+void fetch_done(gw_transfer *t) {
+    t->attempt = NULL;
+    t->finished = true;
+    emit_begin(t);
+    t->ev->on_end(t->data, t->stream ? NULL : (t->answer.data ? t->answer.data : ""), t->stream ? 0 : t->answer.len);
+    t->cancelled = true;
+    emit_end(t);
 }
 
-long fetch_connections_opened(const gw_fetch *f) {
-    return f->opened;
+void fetch_failed(gw_transfer *t, int kind, const char *detail, bool reused, bool before_response) {
+    t->attempt = NULL;
+    /* A kept connection the upstream had closed: the request may never have reached it. Once, on a
+     * fresh connection, when the request can be sent again (Go's Transport, nginx's
+     * proxy_next_upstream for a reused connection). */
+    if (reused && before_response && t->replayable && !t->retried_stale &&
+        (kind == FETCH_ERR_RESET || kind == FETCH_ERR_EMPTY)) {
+        t->retried_stale = true;
+        attempt_start(t, true);
+        return;
+    }
+    /* Refused: nothing was sent, any method may try again, after a pause, within the deadline. */
+    if (kind == FETCH_ERR_REFUSED && t->retries_left > 0 && !t->source) {
+        int n = t->refused_tries++;
+        t->retries_left--;
+        uint32_t pause = 20u << (2 * (n < 4 ? n : 4)); /* 20, 80, 320 ms, then 1 s */
+        if (pause > 1000) pause = 1000;
+        uint64_t at = now_ms(t) + pause;
+        if (at < add_ms(t->started, t->dl.total)) { /* else the deadline would cut the retry */
+            t->phase = PHASE_BACKOFF;
+            t->phase_started = at;
+            transfer_arm(t);
+            return;
+        }
+    }
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s (%s)", detail, upstream_label(t));
+    transfer_fail(t, kind, msg);
 }
 
-static void on_timer_closed(uv_handle_t *h) {
-    gw_fetch *f = h->data;
-    free(f->pools);
-    free(f->watches);
+/* ---- the facade ---- */
+
+int fetch_init(gw_fetch **out, uv_loop_t *loop, long upstream_keepalive) {
+    gw_fetch *f = calloc(1, sizeof *f);
+    if (!f) return UV_ENOMEM;
+    f->loop = loop;
+    fetch_set_keepalive(f, upstream_keepalive);
+    int r = http_client_new(f, &f->native);
+    if (r == 0) r = fetch_curl_new(f, &f->curl);
+    if (r < 0) {
+        if (f->native) f->native->ops->close(f->native);
+        free(f);
+        return r;
+    }
+    *out = f;
+    return 0;
+}
+
+void fetch_set_keepalive(gw_fetch *f, long upstream_keepalive) {
+    f->keepalive = upstream_keepalive > 0 ? upstream_keepalive : 256;
+}
+
+void fetch_stats(const gw_fetch *f, gw_fetch_stats *out) {
+    *out = (gw_fetch_stats){.active = f->active, .connections_opened = f->opened};
+    for (const fetch_pool *p = f->pools; p; p = p->next) out->idle += p->idle;
+}
+
+void fetch_handle_opened(gw_fetch *f) {
+    f->handles++;
+}
+
+static void fetch_free(gw_fetch *f) {
+    /* Pools still here belonged to upstreams of the Lua state, closed by now. */
+    while (f->pools) {
+        fetch_pool *p = f->pools;
+        f->pools = p->next;
+        free(p->name);
+        free(p);
+    }
     free(f);
+}
+
+void fetch_handle_closed(gw_fetch *f) {
+    if (--f->handles == 0 && f->closing) fetch_free(f);
 }
 
 void fetch_close(gw_fetch *f) {
     f->closing = true;
+    f->handles++; /* not freed while the backends close */
     while (f->spare) {
         gw_transfer *t = f->spare;
         f->spare = t->spare_next;
-        curl_easy_cleanup(t->easy);
-        buf_free(&t->head);
-        buf_free(&t->body);
-        free(t);
+        uv_close((uv_handle_t *)&t->timer, on_spare_timer_closed);
     }
-    f->nspare = 0;
-    curl_multi_cleanup(f->multi); /* closes cached connections through on_close_socket */
-    f->multi = NULL;
-    for (size_t fd = 0; fd < f->nwatches; fd++) watch_close(f, (curl_socket_t)fd);
-    uv_close((uv_handle_t *)&f->timer, on_timer_closed);
+    f->native->ops->close(f->native);
+    f->curl->ops->close(f->curl);
+    fetch_handle_closed(f);
 }

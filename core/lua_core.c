@@ -21,12 +21,12 @@ typedef struct lua_server {
     int id;
 } lua_server;
 
-static gw_runtime *runtime_of(lua_State *L) {
+gw_runtime *runtime_of(lua_State *L) {
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
 /* The task that may start an op from L, or a Lua error saying why not. */
-static gw_task *op_owner(lua_State *L, const char *what) {
+gw_task *op_owner(lua_State *L, const char *what) {
     gw_runtime *rt = runtime_of(L);
     gw_task *t = rt->current;
     if (!t || t->co != L)
@@ -38,13 +38,13 @@ static gw_task *op_owner(lua_State *L, const char *what) {
     return t;
 }
 
-static long ms_of(lua_State *L, int idx) {
+long ms_of(lua_State *L, int idx) {
     double s = luaL_optnumber(L, idx, 0);
     if (s < 0) s = 0;
     return (long)(s * 1000 + 0.5);
 }
 
-/* ---- fetch ---- */
+/* ---- headers ---- */
 
 /* The header block of a response as a table: lower-case names; a repeated header becomes a list
  * of its values (Set-Cookie, say). */
@@ -96,119 +96,6 @@ static int l_parse_headers(lua_State *L) {
     size_t len;
     const char *block = luaL_checklstring(L, 1, &len);
     push_response_headers(L, block, len);
-    return 1;
-}
-
-/* A fetch waiting for its transfer; the result is kept until the task is resumed with it. */
-typedef struct fetch_op {
-    gw_op op;
-    gw_runtime *rt;
-    gw_transfer *xfer;
-    long status;
-    char *error;
-    gw_buf body, head;
-    char *content_type;
-} fetch_op;
-
-static void on_fetch_done(const gw_fetch_result *res, void *data) {
-    fetch_op *f = data;
-    f->xfer = NULL;
-    f->status = res->status;
-    if (res->error) {
-        f->error = strdup(res->error);
-    } else {
-        buf_append(&f->body, res->body, res->body_len);
-        buf_append(&f->head, res->headers, res->headers_len);
-        if (res->content_type) f->content_type = strdup(res->content_type);
-    }
-    op_complete(&f->op);
-}
-
-/* Resumes with (status, body, header_block, content_type), or (nil, err): plain values, which
- * Lua turns into a response with a constant-key constructor. */
-static int fetch_deliver(gw_op *op, lua_State *co) {
-    fetch_op *f = (fetch_op *)op;
-    if (f->error || f->status == 0) {
-        lua_pushnil(co);
-        lua_pushstring(co, f->error ? f->error : "upstream error: out of memory");
-        return 2;
-    }
-    lua_pushinteger(co, f->status);
-    lua_pushlstring(co, f->body.data ? f->body.data : "", f->body.len);
-    lua_pushlstring(co, f->head.data ? f->head.data : "", f->head.len);
-    if (f->content_type) lua_pushstring(co, f->content_type);
-    else lua_pushnil(co);
-    return 4;
-}
-
-static void fetch_op_cancel(gw_op *op) {
-    fetch_op *f = (fetch_op *)op;
-    if (f->xfer) fetch_cancel(f->rt->fetch, f->xfer);
-    f->xfer = NULL;
-}
-
-static void fetch_op_release(gw_op *op) {
-    fetch_op *f = (fetch_op *)op;
-    free(f->error);
-    free(f->content_type);
-    buf_free(&f->body);
-    buf_free(&f->head);
-    free(f);
-}
-
-static const gw_op_kind fetch_kind = {fetch_deliver, fetch_op_cancel, fetch_op_release};
-
-/* core.fetch(method, url, header_lines, body, timeout_s, connect_timeout_s, userpwd, pool, pool_size)
- *   -> id | nil, err */
-static int l_fetch(lua_State *L) {
-    gw_task *t = op_owner(L, "fetch");
-    gw_runtime *rt = runtime_of(L);
-    gw_fetch_request r = {0};
-    r.method = luaL_checkstring(L, 1);
-    r.url = luaL_checkstring(L, 2);
-    if (!lua_isnil(L, 4)) r.body = luaL_checklstring(L, 4, &r.body_len);
-    r.timeout_ms = ms_of(L, 5);
-    r.connect_timeout_ms = ms_of(L, 6);
-    r.userpwd = luaL_optstring(L, 7, NULL);
-    r.pool = (int)luaL_optinteger(L, 8, 0);
-    r.pool_size = (long)luaL_optinteger(L, 9, -1);
-
-    const char *lines[65];
-    size_t n = 0;
-    if (lua_istable(L, 3)) {
-        n = lua_objlen(L, 3);
-        if (n > 64) n = 64;
-        for (size_t i = 0; i < n; i++) {
-            lua_rawgeti(L, 3, (int)i + 1);
-            /* Only strings: converting a number would make a string nothing keeps alive. */
-            lines[i] = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-            lua_pop(L, 1);
-            if (!lines[i] || strpbrk(lines[i], "\r\n")) {
-                lua_pushnil(L);
-                lua_pushstring(L, "invalid request header: values may not contain CR or LF");
-                return 2;
-            }
-        }
-    }
-    char id_line[96];
-    if (t->id[0]) { /* the request id travels with every call the request makes */
-        snprintf(id_line, sizeof id_line, "X-Request-Id: %s", t->id);
-        lines[n++] = id_line;
-    }
-    r.headers = lines;
-    r.nheaders = n;
-    fetch_op *f = (fetch_op *)op_new(t, &fetch_kind, sizeof *f);
-    if (!f) return luaL_error(L, "fetch: out of memory");
-    f->rt = rt;
-    const char *err = NULL;
-    f->xfer = fetch_start(rt->fetch, &r, on_fetch_done, f, &err);
-    if (!f->xfer) {
-        op_discard(&f->op);
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    lua_pushinteger(L, f->op.id);
     return 1;
 }
 
@@ -271,6 +158,21 @@ static int l_cancel(lua_State *L) {
 }
 
 /* ---- small services ---- */
+
+/* core.request_id() -> the id of the request being handled, or nil */
+static int l_request_id(lua_State *L) {
+    gw_task *t = runtime_of(L)->current;
+    if (t && t->id[0]) lua_pushstring(L, t->id);
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* core.in_request() -> whether a request's handler is running (not a spec's core.run) */
+static int l_in_request(lua_State *L) {
+    gw_task *t = runtime_of(L)->current;
+    lua_pushboolean(L, t && t->req);
+    return 1;
+}
 
 static int l_now(lua_State *L) {
     uv_update_time(runtime_of(L)->loop);
@@ -338,10 +240,14 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "pid");
     lua_pushnumber(L, (double)rt->ntasks);
     lua_setfield(L, -2, "handlers");
-    lua_pushnumber(L, (double)fetch_active(rt->fetch));
+    gw_fetch_stats fs;
+    fetch_stats(rt->fetch, &fs);
+    lua_pushnumber(L, (double)fs.active);
     lua_setfield(L, -2, "upstream_active");
-    lua_pushnumber(L, (double)fetch_connections_opened(rt->fetch));
+    lua_pushnumber(L, (double)fs.connections_opened);
     lua_setfield(L, -2, "upstream_connections_opened");
+    lua_pushnumber(L, (double)fs.idle);
+    lua_setfield(L, -2, "upstream_idle");
     return 1;
 }
 
@@ -464,7 +370,7 @@ static int l_run(lua_State *L) {
 int luaopen_luagate_core(lua_State *L) {
     gw_runtime *rt = lua_touserdata(L, lua_upvalueindex(1));
     static const luaL_Reg fns[] = {
-        {"fetch", l_fetch},         {"sleep", l_sleep},   {"cancel", l_cancel},
+        {"sleep", l_sleep},   {"cancel", l_cancel},   {"request_id", l_request_id}, {"in_request", l_in_request},
         {"now", l_now},             {"log", l_log},       {"list_dir", l_list_dir},
         {"stats", l_stats},         {"parse_headers", l_parse_headers},             {"listen", l_listen},
         {"close_server", l_close_server},                 {"run", l_run},
@@ -475,6 +381,8 @@ int luaopen_luagate_core(lua_State *L) {
         lua_pushcclosure(L, f->func, 1);
         lua_setfield(L, -2, f->name);
     }
+    fetch_register(L, rt);
+    http_register(L, rt);
     lua_pushlightuserdata(L, &runtime_wait_token);
     lua_setfield(L, -2, "WAIT");
     lua_pushstring(L, LUAGATE_VERSION);

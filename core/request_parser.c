@@ -42,6 +42,8 @@ static int on_message_begin(llhttp_t *p) {
     rp->field_open = false;
     rp->in_trailers = false;
     rp->in_message = true;
+    rp->head_done = rp->stream_body = false;
+    rp->body_off = 0;
     rp->ev->on_begin(rp->owner);
     return 0;
 }
@@ -99,6 +101,7 @@ static bool expects_continue(const request_parser *rp) {
 static int on_headers_complete(llhttp_t *p) {
     request_parser *rp = parser_of(p);
     rp->in_trailers = true; /* what follows a chunked body comes through the same callbacks */
+    rp->head_done = true;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > rp->limits->max_body_size) return fail(rp, 413);
     /* A client that waits for "100 Continue" before sending its body (curl does for large ones). */
     if (p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) && expects_continue(rp))
@@ -108,7 +111,7 @@ static int on_headers_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
     request_parser *rp = parser_of(p);
-    if (rp->body.len + len > rp->limits->max_body_size) return fail(rp, 413);
+    if (!rp->stream_body && rp->body.len + len > rp->limits->max_body_size) return fail(rp, 413);
     if (buf_append(&rp->body, at, len)) return fail(rp, 500);
     return 0;
 }
@@ -142,6 +145,11 @@ void request_parser_free(request_parser *rp) {
     buf_free(&rp->spans);
     buf_free(&rp->headers);
     buf_free(&rp->body);
+}
+
+bool request_parser_expects_body(const request_parser *rp) {
+    return rp->head_done && rp->in_message &&
+           ((rp->llhttp.flags & F_CHUNKED) || ((rp->llhttp.flags & F_CONTENT_LENGTH) && rp->llhttp.content_length > 0));
 }
 
 void request_parser_trim(request_parser *rp) {
@@ -280,6 +288,7 @@ int request_parser_build(request_parser *rp, gw_request *r, char *id_out) {
     r->nheaders = nspans;
     r->body = rp->body.data ? rp->body.data : "";
     r->body_len = rp->body.len;
+    r->content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : ((p->flags & F_CHUNKED) ? -1 : 0);
     /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; any request has at most one. */
     if (hosts > 1 || (p->http_major == 1 && p->http_minor == 1 && hosts == 0)) return 400;
     return 0;

@@ -27,6 +27,9 @@ typedef struct request_parser {
     bool field_open;
     bool in_trailers; /* chunked trailer fields: not headers, never seen by the app */
     bool in_message;  /* between the first byte of a request and its end */
+    bool head_done;   /* the head of the request in progress is complete */
+    bool stream_body; /* the body is read in pieces: no max_body_size, consumed from body_off */
+    size_t body_off;
     bool upgrade;     /* the request asked for Upgrade or CONNECT: nothing after it is HTTP */
     const gw_limits *limits;
     const request_parser_events *ev;
@@ -46,10 +49,12 @@ void request_parser_free(request_parser *p);
 enum parse_outcome request_parser_execute(request_parser *p, const char *data, size_t len, size_t *used);
 /* After PARSE_FAILED: the status to answer (400, 413, 431, 500) and a short reason. */
 int request_parser_status(const request_parser *p, const char **message);
-/* After PARSE_REQUEST: fill req (pointers into the parser's buffers, valid until the next
- * request begins). id_out (65 bytes) gets the client's X-Request-Id when it is sane, else "".
- * Returns 0, or an HTTP status to fail with. */
+/* After PARSE_REQUEST, or once head_done for a body still arriving: fill req (pointers into the
+ * parser's buffers, valid until the next request begins). id_out (65 bytes) gets the client's
+ * X-Request-Id when it is sane, else "". Returns 0, or an HTTP status to fail with. */
 int request_parser_build(request_parser *p, gw_request *req, char *id_out);
+/* The head is complete and its body is still to come. */
+bool request_parser_expects_body(const request_parser *rp);
 /* Between requests: give back buffers a large request grew. */
 void request_parser_trim(request_parser *p);
 

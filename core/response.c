@@ -113,8 +113,12 @@ int response_format_head(gw_buf *out, const gw_response *r, const char *date, co
     }
     /* 1xx, 204 and 304 carry no body and no Content-Length. */
     if (!(r->status < 200 || r->status == 204 || r->status == 304)) {
-        p = PUT_LIT(p, "\r\nContent-Length: ");
-        p = put_uint(p, r->body_len);
+        if (r->framing == FRAME_CHUNKED) {
+            p = PUT_LIT(p, "\r\nTransfer-Encoding: chunked");
+        } else if (r->framing == FRAME_LENGTH) {
+            p = PUT_LIT(p, "\r\nContent-Length: ");
+            p = put_uint(p, r->body_len);
+        }
     }
     if (id_len) {
         p = PUT_LIT(p, "\r\nX-Request-Id: ");

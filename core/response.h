@@ -24,6 +24,7 @@ typedef struct gw_response {
     size_t body_len;
     const gw_header *headers; /* extra headers, sent as given */
     size_t nheaders;
+    enum { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE } framing; /* FRAME_LENGTH: body_len */
 } gw_response;
 
 #define RESPONSE_ERROR_BUF 256
@@ -41,8 +42,9 @@ bool response_header_invalid(const gw_header *h);
 /* true when a header value has no CR, LF or NUL. */
 bool response_value_valid(const char *value, size_t len);
 
-/* Append the response head to `out`: status line, Date, Content-Type, Content-Length,
- * X-Request-Id, the extra headers, and Connection when it differs from the protocol's default.
+/* Append the response head to `out`: status line, Date, Content-Type, Content-Length (or
+ * Transfer-Encoding: chunked, by r->framing), X-Request-Id, the extra headers, and Connection when
+ * it differs from the protocol's default.
  * 0 on success, -1 when out of memory. */
 int response_format_head(gw_buf *out, const gw_response *r, const char *date, const char *request_id,
                          bool keep_alive, int http_minor);

@@ -40,6 +40,7 @@ gw_task *task_new(gw_runtime *rt, lua_State *host) {
 void task_free(gw_task *t) {
     gw_runtime *rt = t->rt;
     while (t->ops) op_cancel(t->ops);
+    streams_close(t);
     /* A coroutine that returned can run another function; one that failed or still waits cannot. */
     if (t->finished && t->status == 0 && rt->nspare < sizeof rt->spare / sizeof rt->spare[0]) {
         lua_settop(t->co, 0);
@@ -61,10 +62,12 @@ static void respond_error(gw_task *t, int status, const char *message) {
     server_respond(t->req, &r);
 }
 
-static bool skip_header(const char *name, size_t len) {
-    /* The server writes these itself, from the body it sends and the connection's state. */
+bool runtime_header_skipped(const char *name, size_t len) {
+    /* The server writes these itself, from the body it sends and the connection's state; and the
+     * hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, never passed on. */
     static const char *const own[] = {"content-length", "transfer-encoding", "connection", "date",
-                                      "x-request-id", "content-type"};
+                                      "x-request-id", "content-type", "keep-alive", "te", "trailer",
+                                      "upgrade", "proxy-connection", "proxy-authenticate"};
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
         if (strlen(own[i]) == len && strncasecmp(name, own[i], len) == 0) return true;
     return false;
@@ -75,13 +78,13 @@ static int add_header(gw_runtime *rt, const char *name, size_t nlen, lua_State *
     gw_header h = {.name = name, .name_len = nlen};
     h.value = lua_tolstring(co, idx, &h.value_len);
     if (response_header_invalid(&h)) return -1;
-    if (skip_header(name, nlen)) return 0;
+    if (runtime_header_skipped(name, nlen)) return 0;
     return buf_append(&rt->scratch, &h, sizeof h);
 }
 
-/* Collect the headers table at idx: name -> string | { string, ... }. The strings stay referenced
- * by the table, so their pointers stay valid while it is on the stack. */
-static int collect_headers(gw_runtime *rt, lua_State *co, int idx, const char **bad) {
+/* Collect the headers table at idx into rt->scratch: name -> string | { string, ... }. The strings
+ * stay referenced by the table, so their pointers stay valid while it is on the stack. */
+int runtime_collect_headers(gw_runtime *rt, lua_State *co, int idx, const char **bad) {
     rt->scratch.len = 0;
     if (lua_isnil(co, idx)) return 0;
     if (!lua_istable(co, idx)) return -1;
@@ -132,7 +135,7 @@ static void task_respond(gw_task *t) {
         respond_error(t, 500, "internal server error");
         return;
     }
-    if (lua_gettop(co) >= 4 && collect_headers(t->rt, co, 4, &bad)) {
+    if (lua_gettop(co) >= 4 && runtime_collect_headers(t->rt, co, 4, &bad)) {
         log_error("request %s: refused response header '%s': values must be strings without CR, LF or NUL",
                   request_label(t), bad);
         respond_error(t, 500, "internal server error");
@@ -176,15 +179,21 @@ void task_resume(gw_task *t, int nargs) {
     t->finished = true;
     t->status = st;
     while (t->ops) op_cancel(t->ops); /* nothing may resume a finished coroutine */
+    streams_close(t);
     if (!t->req) {
         if (t->aborted) task_free(t);
         return; /* a core.run task: its runner reads the results and frees it */
     }
     /* Detach first: answering may dispatch the connection's next pipelined request, whose task
      * takes the same gw_request. */
-    t->req->app_data = NULL;
-    if (st != 0) {
-        task_log_error(t, "Lua error");
+    gw_request *req = t->req;
+    req->app_data = NULL;
+    if (st != 0) task_log_error(t, "Lua error");
+    if (t->answered) {
+        /* The answer went out in pieces: a handler that failed in the middle cuts it; one that
+         * returned without ending it, too (the Lua side ends what it completes). */
+        server_abort_body(req);
+    } else if (st != 0) {
         respond_error(t, 500, "internal server error");
     } else {
         task_respond(t);
@@ -259,7 +268,8 @@ static int push_request(lua_State *co, const gw_request *r) {
     lua_pushlstring(co, r->path, r->path_len);
     lua_pushlstring(co, r->query, r->query_len);
     lua_pushlstring(co, r->target, r->target_len);
-    lua_pushlstring(co, r->body, r->body_len);
+    if (r->body_complete) lua_pushlstring(co, r->body, r->body_len);
+    else lua_pushboolean(co, 0); /* still arriving: the Lua side waits for it or streams it */
     lua_pushstring(co, r->id);
     lua_pushstring(co, r->remote);
     lua_pushlstring(co, r->http_minor == 0 ? "1.0" : "1.1", 3);
@@ -301,6 +311,18 @@ static void on_request(gw_request *req, void *data) {
     task_resume(t, push_request(t->co, req));
 }
 
+static void on_body(gw_request *req, void *data) {
+    (void)data;
+    gw_task *t = req->app_data;
+    if (t) http_on_body(t);
+}
+
+static void on_writable(gw_request *req, void *data) {
+    (void)data;
+    gw_task *t = req->app_data;
+    if (t) http_on_writable(t);
+}
+
 static void on_abort(gw_request *req, void *data) {
     (void)data;
     gw_task *t = req->app_data;
@@ -320,7 +342,8 @@ gw_lua_app *runtime_app_new(gw_runtime *rt, gw_app *app_out) {
     if (!a) return NULL;
     a->rt = rt;
     a->dispatch_ref = luaL_ref(rt->L, LUA_REGISTRYINDEX);
-    *app_out = (gw_app){.on_request = on_request, .on_abort = on_abort, .data = a};
+    *app_out = (gw_app){.on_request = on_request, .on_abort = on_abort, .on_body = on_body,
+                        .on_writable = on_writable, .data = a};
     return a;
 }
 
@@ -368,7 +391,7 @@ int runtime_new(gw_runtime **out, uv_loop_t *loop, const char *lua_dir, long ups
 }
 
 void runtime_set_upstream_keepalive(gw_runtime *rt, long n) {
-    fetch_set_max_idle(rt->fetch, n);
+    fetch_set_keepalive(rt->fetch, n);
 }
 
 void runtime_set_worker_id(gw_runtime *rt, int id) {

@@ -1,4 +1,6 @@
-/* Shared by runtime.c (tasks, marshalling) and lua_core.c (the luagate.core module). */
+/* Shared by the runtime's files: runtime.c (tasks, ops, marshalling), lua_core.c (the luagate.core
+ * module), lua_fetch.c (upstream calls and their streams), lua_http.c (the request's body and a
+ * streamed answer). */
 #ifndef LUAGATE_RUNTIME_INTERNAL_H
 #define LUAGATE_RUNTIME_INTERNAL_H
 
@@ -11,6 +13,7 @@
 
 typedef struct gw_task gw_task;
 typedef struct gw_op gw_op;
+typedef struct upstream_stream upstream_stream;
 
 struct gw_runtime {
     uv_loop_t *loop;
@@ -40,11 +43,20 @@ struct gw_task {
     gw_request *req;
     gw_op *ops; /* transfers and timers this task waits on */
     lua_Integer next_op_id;
+    upstream_stream *streams; /* streamed upstream answers it holds (lua_fetch.c) */
+    upstream_stream *pipe;    /* the one being sent on as the answer */
+    gw_op *writable_op;       /* waiting for the client to take a streamed answer */
+    gw_op *body_op;           /* waiting for the request's body */
+    gw_body_source source;    /* the request's body, when it is sent on upstream */
+    void (*source_wake)(void *arg);
+    void *source_arg;
     char id[65]; /* request id, passed on to upstreams and put in log lines; "" for none */
     int status; /* lua_resume's result once finished */
     bool running;
     bool finished;
     bool aborted;
+    bool answered; /* the answer went out in pieces (a pipe, a writer): the handler's return is not one */
+    bool body_consumed; /* pieces of the request body were read */
 };
 
 /* What a kind of op does at the ends of its life. An op kind embeds gw_op as its first member. */
@@ -86,6 +98,29 @@ void op_complete(gw_op *op);
 void op_discard(gw_op *op);
 /* Stop an op without resuming its task. */
 void op_cancel(gw_op *op);
+
+/* The task whose coroutine is L (the running handler), or a Lua error saying why there is none:
+ * what starts an op must be called from a handler's own coroutine, where it can yield. */
+gw_task *op_owner(lua_State *L, const char *what);
+gw_runtime *runtime_of(lua_State *L);
+long ms_of(lua_State *L, int idx);
+
+/* Collect a Lua headers table (name -> string | { string, ... }) at idx into rt->scratch as
+ * gw_header[]: -1 with *bad naming the header when one is invalid. */
+int runtime_collect_headers(gw_runtime *rt, lua_State *co, int idx, const char **bad);
+/* Headers a handler's answer never carries: those the server writes itself, and hop-by-hop ones. */
+bool runtime_header_skipped(const char *name, size_t len);
+
+/* lua_fetch.c */
+void fetch_register(lua_State *L, gw_runtime *rt);
+void streams_close(gw_task *t);       /* cancel what the task still holds */
+void stream_on_writable(gw_task *t);  /* the client takes more of a piped answer */
+
+/* lua_http.c */
+void http_register(lua_State *L, gw_runtime *rt);
+void http_on_body(gw_task *t);     /* more of the request's body arrived */
+void http_on_writable(gw_task *t); /* the client takes more of a streamed answer */
+gw_body_source *http_body_source(gw_task *t); /* the request's body, to send on upstream */
 
 int luaopen_luagate_core(lua_State *L);
 

@@ -25,13 +25,18 @@ typedef struct gw_request {
     size_t query_len;
     const gw_header *headers; /* names lower-cased */
     size_t nheaders;
-    const char *body;
+    const char *body; /* the whole body once body_complete; see server_body_* while it arrives */
     size_t body_len;
     const char *id;     /* X-Request-Id as received, or generated */
     const char *remote; /* client address "ip:port" */
     int http_minor;
     bool keep_alive;
     bool is_head;
+    /* false: the request was handed over at the end of its head, its body still arriving. The app
+     * either waits for app.on_body and reads body/body_len (buffered, within max_body_size), or
+     * calls server_body_stream and reads it in pieces. */
+    bool body_complete;
+    int64_t content_length; /* as the client said it; -1 for a chunked body */
     void *app_data; /* the app's own state for this request */
 } gw_request;
 
@@ -46,6 +51,11 @@ typedef struct gw_limits {
 typedef struct gw_app {
     void (*on_request)(gw_request *req, void *data);
     void (*on_abort)(gw_request *req, void *data);
+    /* More of a body that was still arriving: it is complete (buffered), or bytes are ready to read
+     * or it ended or failed (streamed). */
+    void (*on_body)(gw_request *req, void *data);
+    /* A streamed answer that server_write_body said was backed up can take more now. */
+    void (*on_writable)(gw_request *req, void *data);
     void *data;
 } gw_app;
 
@@ -67,6 +77,31 @@ int server_port(const gw_server *s);
 
 /* Answer a request the server handed to the app. */
 void server_respond(gw_request *req, const gw_response *resp);
+
+/* ---- a body that is still arriving (req->body_complete false) ---- */
+
+/* Take the body in pieces instead of whole: no max_body_size, and the client is read only as fast
+ * as the app consumes (at most STREAM_HIGH bytes wait). */
+void server_body_stream(gw_request *req);
+/* What is ready: *data and its length. 0 with *ended: the body is all read; 0 without: wait for
+ * app.on_body. A negative libuv error when it cannot complete (the request was answered or aborted). */
+long server_body_peek(gw_request *req, const char **data, bool *ended);
+void server_body_consume(gw_request *req, size_t n);
+
+/* ---- an answer streamed in pieces ---- */
+
+/* Send the head: resp->body is ignored; body_length < 0 when unknown (chunked for HTTP/1.1
+ * clients, delimited by closing the connection for HTTP/1.0). 0, or a negative error when the
+ * client is gone (the request is then finished). */
+int server_respond_head(gw_request *req, const gw_response *resp, int64_t body_length);
+/* Queue a piece: 0, 1 when the client's queue is past its bound (wait for app.on_writable before
+ * writing more), or a negative error when the client is gone. */
+int server_write_body(gw_request *req, const char *data, size_t len);
+/* The answer is complete: the request is finished. */
+void server_end_body(gw_request *req);
+/* The answer cannot be completed (its source failed): the connection closes, so that the client
+ * never takes a truncated body for a whole one. The request is finished. */
+void server_abort_body(gw_request *req);
 
 /* Graceful stop: close the listener and idle connections, let requests in flight finish, then
  * call on_closed(arg) once no connection is left. The server frees itself after that call. */

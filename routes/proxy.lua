@@ -1,9 +1,12 @@
 -- GET /v1/proxy?path=/some/path: forward a GET to the upstream named "api" in gateway.conf and
--- answer with its status, content type and body.
+-- send its answer on: status, headers and body.
 --
--- gw.fetch yields this handler's coroutine to the event loop until the upstream answers, so
--- thousands of these requests can wait at once without a thread each. The upstream's base URL,
--- credentials and timeouts come from gateway.conf, never from the client.
+-- gw.fetch yields this handler's coroutine to the event loop until the upstream's answer begins,
+-- so thousands of these requests can wait at once without a thread each. With stream = true it
+-- returns at the answer's head; returning the response itself as the body sends the body on to the
+-- client as it arrives, whatever its size, in bounded memory: a slow client slows the upstream
+-- down instead of filling the gateway. The upstream's base URL, credentials and timeouts come from
+-- gateway.conf, never from the client.
 local gw = require "luagate"
 
 gw.get("/v1/proxy", function(req)
@@ -13,11 +16,11 @@ gw.get("/v1/proxy", function(req)
     return 400, { error = "query parameter 'path' must be an absolute path such as /users/1" }
   end
 
-  local res, err = gw.fetch("api", path)
+  local res, err = gw.fetch("api", path, { stream = true })
   if not res then
     return gw.upstream_error(err) -- 504 on timeout, 502 when refused or unreachable
   end
 
-  -- res.headers holds every response header; the content type is also at hand as res.content_type.
-  return res.status, res.body, { ["Content-Type"] = res.content_type or "application/octet-stream" }
+  -- The upstream's status, headers (hop-by-hop ones are never passed on) and body.
+  return res.status, res
 end)

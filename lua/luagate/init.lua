@@ -25,20 +25,39 @@ local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
 local app = { router = router.new(), upstreams = {}, befores = {}, afters = {} }
+local headers_mt, request_mt = request.headers_mt, request.mt
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 local chain -- defined with the middleware, below
 
 ---------------------------------------------------------------------------------------------------
 -- Routes
 
+local ROUTE_OPTIONS = { body = true }
+
+-- A table of route options ({ body = "stream" }), or nil when t is something else (middleware).
+local function route_options(t)
+  if type(t) ~= "table" or getmetatable(t) or t.before ~= nil or t.after ~= nil then return nil end
+  for k in pairs(t) do
+    if not ROUTE_OPTIONS[k] then error(("unknown route option '%s' (known: body)"):format(tostring(k)), 4) end
+  end
+  if t.body ~= nil and t.body ~= "stream" and t.body ~= "buffer" then
+    error('route option body: "stream" (read it in pieces) or "buffer" (the default)', 4)
+  end
+  return t
+end
+
 --- Register handler(req) for method and path. Paths may hold ":name" segments and a final
 --- "*name"; their values are in req.params. The handler returns status, body, headers.
---- Middleware may come between path and handler: gw.get(path, mw1, mw2, handler).
+--- Route options may follow the path ({ body = "stream" }: the handler reads the request body in
+--- pieces with req:read(), or sends it on with fetch's body = req), then middleware:
+--- gw.post(path, opts, mw1, mw2, handler).
 function M.route(method, path, ...)
-  local n = select("#", ...)
-  local handler = select(n, ...)
-  if n > 1 then handler = chain({ ... }, n - 1, handler) end
-  app.router:add(method:upper(), path, handler)
+  local args, n = { ... }, select("#", ...)
+  local opts = n > 1 and route_options(args[1]) or nil
+  local first = opts and 2 or 1
+  local handler = args[n]
+  if n > first then handler = chain(args, first, n - 1, handler) end
+  app.router:add(method:upper(), path, handler, opts)
 end
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
   local method = m:upper()
@@ -65,10 +84,10 @@ local function run_after(afters, req, status, body, headers)
   return res.status, res.body, res.headers
 end
 
--- The handler wrapped in the first n middleware of list: befores in order, afters in reverse.
-function chain(list, n, handler)
+-- The handler wrapped in the middleware list[from..to]: befores in order, afters in reverse.
+function chain(list, from, to, handler)
   local befores, afters = {}, {}
-  for i = 1, n do
+  for i = from, to do
     local mw = as_middleware(list[i])
     if mw.before then befores[#befores + 1] = mw.before end
     if mw.after then afters[#afters + 1] = mw.after end
@@ -107,6 +126,13 @@ end
 
 local function is_content_type(k)
   return k == "Content-Type" or k == "content-type" or (#k == 12 and k:lower() == "content-type")
+end
+
+local function has_content_type(headers)
+  for k in pairs(headers or {}) do
+    if type(k) == "string" and is_content_type(k) then return true end
+  end
+  return false
 end
 
 -- Headers as the server takes them: name -> string or list of strings, Content-Type apart.
@@ -163,10 +189,14 @@ function M.redirect(url, status)
   return status or 302, "", { location = url }
 end
 
---- The answer to give when fetch failed: 504 for a timeout, 502 for anything else.
+--- The answer to give when fetch failed: 504 for a timeout, 502 for anything else. The body says
+--- the kind of failure and the request id, never the upstream's address or the client library's
+--- text (those are in err, for the log).
 function M.upstream_error(err)
-  local status = tostring(err):find("^timeout") and 504 or 502
-  return status, { error = status == 504 and "upstream timed out" or "bad gateway", detail = tostring(err) }
+  local kind = tostring(err):match("^([%w ]+):") or "upstream error"
+  local status = kind == "timeout" and 504 or 502
+  return status, { error = status == 504 and "upstream timed out" or "bad gateway", kind = kind,
+                   request_id = core.request_id() }
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -197,112 +227,151 @@ end
 
 local NO_OPTS = {}
 
--- What fetch needs of an upstream, worked out at its first fetch rather than on each: its default
--- header lines, the same with its bearer token, its basic-auth "user:password", and its pool.
--- Kept apart, keyed by the upstream table itself (weakly), so that a replaced or copied upstream
--- never gets another's lines, and the tables gw.upstreams() returns hold only what was set.
+-- The C side of an upstream (its parsed URL, headers and auth rendered once, deadlines, client),
+-- made at its first fetch and again when it is given other settings. Kept apart, keyed by the
+-- upstream table itself (weakly), so that a replaced or copied upstream never gets another's, and
+-- the tables gw.upstreams() returns hold only what was set. Connections belong to the upstream's
+-- name, not to this: a change of settings keeps them (unless the address changed).
 local prepared = setmetatable({}, { __mode = "k" })
+local SETTINGS = { "url", "headers", "auth", "timeout", "connect_timeout", "read_timeout", "keepalive",
+                   "retries", "client", "max_response_body" }
 
-local function prepare_upstream(up, old)
-  local headers, auth = up.headers, up.auth
-  local plain = {}
-  header_lines(plain, headers or NO_OPTS)
-  local lines = plain
-  if auth and auth.bearer then
-    lines = { unpack(plain) }
-    lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer
-  end
-  -- Its own count of transfers in flight, for its keepalive size: kept when only its headers or
-  -- auth change, as its connections stay in libcurl's cache (and a new number each time would
-  -- grow the counters' array in C with every token refresh).
-  local pool = old and old.pool
-  if not pool then
-    app.pools = (app.pools or 0) + 1
-    pool = app.pools
-  end
-  local p = {
-    headers = headers, auth = auth, bearer = auth and auth.bearer, user = auth and auth.user,
-    password = auth and auth.password, plain_lines = plain, lines = lines, pool = pool,
-    userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil,
-  }
+local function prepare_upstream(name, up)
+  local lines, auth = {}, up.auth
+  header_lines(lines, up.headers or NO_OPTS)
+  local userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
+  local handle, err = core.upstream(name, up.url, lines, userpwd, auth and auth.bearer, up.connect_timeout,
+    up.timeout, up.read_timeout, up.keepalive, up.retries, up.client, up.max_response_body or app.max_response_body)
+  if not handle then return nil, err end
+  local p = { handle = handle, lines = lines, bearer = auth and auth.bearer, user = auth and auth.user,
+              password = auth and auth.password }
+  for _, k in ipairs(SETTINGS) do p[k] = up[k] end
   prepared[up] = p
   return p
 end
 
--- up's prepared state, made again when it was given other headers or auth since (a new table for
--- either, or a new token, user or password in its auth): a few comparisons, with no allocation,
--- per fetch. Entries changed inside its headers table are not seen (see gw.upstreams).
-local function prepared_for(up)
+-- up's prepared state, made again when it was given other settings since (a new table for its
+-- headers or auth, a new token, user or password, URL or timeout): a few comparisons, with no
+-- allocation, per fetch. Entries changed inside its headers table are not seen (see gw.upstreams).
+local function prepared_for(name, up)
   local p = prepared[up]
-  if p and p.headers == up.headers then
+  if p and p.url == up.url and p.headers == up.headers and p.timeout == up.timeout
+     and p.connect_timeout == up.connect_timeout and p.read_timeout == up.read_timeout
+     and p.keepalive == up.keepalive and p.retries == up.retries and p.client == up.client
+     and p.max_response_body == up.max_response_body then
     local auth = up.auth
     if p.auth == auth and (not auth or (p.bearer == auth.bearer and p.user == auth.user
                                         and p.password == auth.password)) then
       return p
     end
   end
-  return prepare_upstream(up, p)
+  return prepare_upstream(name, up)
 end
 
-local function auth_of(auth, lines)
-  if auth.bearer then lines[#lines + 1] = "Authorization: Bearer " .. auth.bearer
-  elseif auth.user then return auth.user .. ":" .. (auth.password or "") end
-end
-
--- Start one transfer: target is an upstream name (then path is its path) or a full URL.
+-- Start one call: target is an upstream name (then path is its path) or a full URL.
 local function start(target, path, opts)
-  local url, up, prep
-  if type(target) ~= "string" then return nil, "fetch: expected an upstream name or a URL" end
+  local up, prep
+  if type(target) ~= "string" then
+    error("fetch: expected an upstream name or a URL, got " .. type(target), 3)
+  end
   if find(target, "://", 1, true) then
-    url, opts = target, path
+    opts = path
   else
     up = app.upstreams[target]
     if not up then return nil, ("unknown upstream '%s'"):format(target) end
     if not M.is_safe_path(path) then
       return nil, ("bad path for upstream '%s': %s"):format(target, tostring(path))
     end
-    url = up.url .. path
-    prep = prepared_for(up)
+    local err
+    prep, err = prepared_for(target, up)
+    if not prep then return nil, err end
   end
   opts = opts or NO_OPTS
-  local body, lines, userpwd = opts.body, prep and prep.lines, prep and prep.userpwd
-  -- The upstream's prepared lines serve as they are, unless this call adds its own.
-  if opts.headers or opts.auth or type(body) == "table" or not up then
-    local own = {}
-    local base = prep and (opts.auth and prep.plain_lines or prep.lines)
-    if base then for i = 1, #base do own[i] = base[i] end end
-    if opts.headers then header_lines(own, opts.headers) end
-    if type(body) == "table" then
+  if type(opts) ~= "table" then error("fetch: options are a table, got " .. type(opts), 3) end
+  local body, lines = opts.body, nil
+  if opts.headers or type(body) == "table" then
+    lines = {}
+    if opts.headers then header_lines(lines, opts.headers) end
+    if getmetatable(body) == request_mt then
+      -- The request's own body: as it is when it is here whole, else sent on as it arrives.
+      body = body.body or true
+    elseif type(body) == "table" then
       body = json.encode(body)
-      own[#own + 1] = "Content-Type: application/json"
+      lines[#lines + 1] = "Content-Type: application/json"
     end
-    if opts.auth then userpwd = auth_of(opts.auth, own) end -- nil for {}: no auth at all
-    lines = own
   end
+  if getmetatable(body) == request_mt then body = body.body or true end
   local method = opts.method and opts.method:upper() or (body and "POST" or "GET")
-  local timeout = opts.timeout or (up and up.timeout) or 30
-  local connect_timeout = opts.connect_timeout or (up and up.connect_timeout) or timeout
+  local auth = opts.auth
+  local userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
   if app.mock then
     -- A spec's canned answer: still a real op (a zero-length sleep), so the handler yields as it
     -- would on the network, but the result is the canned one. The mock gets a copy of the header
-    -- lines: they may be the upstream's own, which a mock that changed them would change for
-    -- every later request.
-    local res, err = app.mock { method = method, url = url, upstream = up and target, path = up and path,
-                                headers = { unpack(lines) }, body = body, timeout = timeout }
+    -- lines, the upstream's and the call's, so that a mock that changes them changes nothing else.
+    local all = {}
+    if prep then for i = 1, #prep.lines do all[i] = prep.lines[i] end end
+    local bearer = auth and auth.bearer or (not auth and prep and prep.bearer)
+    if bearer then all[#all + 1] = "Authorization: Bearer " .. bearer end
+    if lines then for i = 1, #lines do all[#all + 1] = lines[i] end end
+    local res, err = app.mock { method = method, url = up and (up.url .. path) or target,
+                                upstream = up and target, path = up and path, headers = all,
+                                body = body, timeout = opts.timeout or (up and up.timeout) or 30 }
     local id = core.sleep(0)
     local co = running()
     canned[co] = canned[co] or {}
-    canned[co][id] = { res, err or (not res and "no canned response for " .. method .. " " .. url) or nil }
+    canned[co][id] = { res, err or (not res and "no canned response for " .. method .. " " .. (up and (up.url .. path) or target)) or nil }
     return id
   end
-  return core.fetch(method, url, lines, body, timeout, connect_timeout, userpwd, prep and prep.pool, up and up.keepalive)
+  return core.fetch(prep and prep.handle, method, up and path or target, lines, body, opts.stream,
+                    opts.timeout, opts.connect_timeout, opts.retries, auth ~= nil, userpwd, auth and auth.bearer)
 end
 
 -- A response: { status, body, content_type, headers, :json() }. headers is parsed from the raw
 -- header block when first asked for: most handlers only pass status, body and content type on.
+-- A streamed one (fetch with stream = true) has no body yet: :read() gives it in pieces, and
+-- returning the response itself as a handler's body sends it on to the client as it arrives.
 local Response = {}
 --- The response body parsed as JSON: value | nil, err
 function Response.json(res) return json.decode(res.body) end
+
+--- The next piece of a streamed body: chunk | nil at the end | nil, err. For a buffered
+--- response, its whole body once.
+function Response.read(res)
+  local id = rawget(res, "_stream")
+  if not id then
+    if rawget(res, "_read") then return nil end
+    rawset(res, "_read", true)
+    return res.body ~= "" and res.body or nil
+  end
+  core.read(id)
+  local _, chunk, err = yield(WAIT)
+  return chunk, err
+end
+
+--- The rest of a streamed body as one string: body | nil, err (over max bytes: "response too large").
+function Response.read_all(res, max)
+  max = max or app.max_response_body or 64 * 1024 * 1024
+  local parts, n = {}, 0
+  while true do
+    local chunk, err = Response.read(res)
+    if not chunk then
+      if err then return nil, err end
+      return table.concat(parts)
+    end
+    n = n + #chunk
+    if n > max then
+      Response.close(res)
+      return nil, ("response too large: over %d bytes"):format(max)
+    end
+    parts[#parts + 1] = chunk
+  end
+end
+
+--- Stop a streamed response: the rest of its body is not read (its connection is closed).
+function Response.close(res)
+  local id = rawget(res, "_stream")
+  if id then core.close_stream(id) end
+end
 
 local parse_headers = core.parse_headers
 local response_mt = {
@@ -320,8 +389,12 @@ local function new_response(status, body, head, content_type)
   return setmetatable({ status = status, body = body, content_type = content_type, _head = head }, response_mt)
 end
 
+local function new_stream_response(status, id, head, content_type)
+  return setmetatable({ status = status, content_type = content_type, _head = head, _stream = id }, response_mt)
+end
+
 -- A spec's canned { status, body, headers } as the response a real upstream would give for it:
--- made from a header block like the one libcurl hands over, so that the same parser lower-cases
+-- made from a header block like the one an upstream sends, so that the same parser lower-cases
 -- the names and lists a repeated header; a table body is JSON, with its type unless one is given.
 local function canned_response(r)
   local body, headers, typed = r.body, r.headers or NO_OPTS, false
@@ -335,7 +408,7 @@ local function canned_response(r)
   if type(r.body) == "table" and not typed then lines[#lines + 1] = "Content-Type: " .. JSON_TYPE end
   local head = table.concat(lines, "\r\n") .. "\r\n\r\n"
   local ctype = parse_headers(head)["content-type"]
-  if type(ctype) == "table" then ctype = ctype[#ctype] end -- libcurl reports the last one
+  if type(ctype) == "table" then ctype = ctype[#ctype] end -- the last one wins, as upstreams read it
   return new_response(status, body, head, ctype)
 end
 
@@ -351,45 +424,22 @@ local function await()
       return id, canned_response(r[1])
     end
   end
-  if status then return id, new_response(status, body, head, ctype) end
-  return id, nil, body
+  if not status then return id, nil, body end
+  if type(body) == "number" then return id, new_stream_response(status, body, head, ctype) end
+  return id, new_response(status, body, head, ctype)
 end
-
--- Connection failures are retried: the request was never sent, so any method may try again.
-local function can_retry(err)
-  return type(err) == "string" and find(err, "^connection refused") ~= nil
-end
-
-local function retries_for(target, path, opts)
-  if type(target) == "string" and find(target, "://", 1, true) then opts = path end
-  local n = opts and opts.retries
-  if n == nil then
-    local up = app.upstreams[target]
-    n = up and up.retries or 0
-  end
-  return n
-end
-
--- 20 ms, 80 ms, 320 ms, then 1 s at most: a retry never waits longer than a second.
-local function backoff(try) return math.min(0.02 * 4 ^ (try - 1), 1) end
 
 --- Fetch from an upstream: fetch("api", "/users/1", opts) or fetch("http://host/x", opts).
---- opts: method, headers, body (a table is sent as JSON), timeout and connect_timeout (seconds),
---- auth = { user =, password = } or { bearer = }, retries (after a refused connection).
---- Returns a response { status, body, content_type, headers, :json() } or nil, err
+--- opts: method, headers, body (a table is sent as JSON; a handler's req sends its body on, as it
+--- arrives), timeout and connect_timeout (seconds), auth = { user =, password = } or { bearer = },
+--- retries (after a refused connection), stream (true: return at the head, read the body later).
+--- Returns a response { status, body, content_type, headers, :json(), :read() } or nil, err
 --- ("timeout: ...", "connection refused: ...").
 function M.fetch(target, path, opts)
-  local tries = 0
-  while true do
-    local id, err = start(target, path, opts)
-    if not id then return nil, err end
-    local _, res, ferr = await()
-    if res then return res end
-    if not can_retry(ferr) or tries >= retries_for(target, path, opts) then return nil, ferr end
-    tries = tries + 1
-    core.sleep(backoff(tries))
-    yield(WAIT)
-  end
+  local id, err = start(target, path, opts)
+  if not id then return nil, err end
+  local _, res, ferr = await()
+  return res, ferr
 end
 
 local function start_spec(spec)
@@ -403,38 +453,26 @@ end
 -- results, errors. With it: return the first response with a status below 500 and its key,
 -- cancelling the rest, or nil, errors.
 local function run_calls(calls, first_good)
-  local results, errors, pending, tries, waiting = {}, {}, {}, {}, 0
-  local function launch(k)
+  local results, errors, pending, waiting = {}, {}, {}, 0
+  for k in pairs(calls) do
     local id, err = start_spec(calls[k])
     if id then pending[id], waiting = k, waiting + 1
     else errors[k] = err end
   end
-  for k in pairs(calls) do launch(k) end
   while waiting > 0 do
     local id, res, err = await()
     local k = pending[id]
     if k ~= nil then
       pending[id], waiting = nil, waiting - 1
-      if type(k) == "table" then
-        launch(k[1]) -- a retry's pause is over
-      elseif res then
-        if not first_good then
-          results[k] = res
-        elseif res.status < 500 then
-          for other in pairs(pending) do core.cancel(other) end
-          return res, k
-        else
-          errors[k] = "status " .. res.status
-        end
+      if not res then
+        errors[k] = err
+      elseif not first_good then
+        results[k] = res
+      elseif res.status < 500 then
+        for other in pairs(pending) do core.cancel(other) end
+        return res, k
       else
-        local spec = calls[k]
-        local try = (tries[k] or 0) + 1
-        if can_retry(err) and try <= retries_for(spec[1], spec[2], spec[3]) then
-          tries[k] = try
-          pending[core.sleep(backoff(try))], waiting = { k }, waiting + 1
-        else
-          errors[k] = err
-        end
+        errors[k] = "status " .. res.status
       end
     end
   end
@@ -483,8 +521,6 @@ M.stats = core.stats
 ---------------------------------------------------------------------------------------------------
 -- The server's side: dispatching requests, loading route scripts
 
-local headers_mt, request_mt = request.headers_mt, request.mt
-
 -- Route one request with router r, in the request's own coroutine.
 local function route(r, req)
   local handler, params, pattern = r:match(req.method, req.path)
@@ -507,7 +543,79 @@ local function dispatch_with(r, req, befores, afters)
   end
   if status == nil then status, body, headers = route(r, req) end
   if afters and afters[1] then status, body, headers = run_after(afters, req, status, body, headers) end
+  return status, body, headers
+end
+
+-- A piece of an answer the handler writes itself: true | nil, err (the client left). Waits while
+-- the client is behind, so a fast writer cannot fill the gateway's memory.
+local function write(chunk)
+  if type(chunk) ~= "string" then chunk = tostring(chunk) end
+  local ok, err = core.write(chunk)
+  if type(ok) == "number" then
+    local _
+    _, ok, err = yield(WAIT)
+  end
+  return ok, err
+end
+
+-- An answer whose body is not a whole value: a streamed upstream response, sent on as it arrives,
+-- or a function(write) that writes it in pieces. The head goes first, without a length (chunked),
+-- unless the upstream gave one. Returns nothing: the answer is out, or was cut.
+local function send_streamed(status, body, headers)
+  local ctype
+  if headers ~= nil then headers, ctype = normalise_headers(headers) end
+  if type(body) == "table" then
+    core.pipe(rawget(body, "_stream"), status, ctype or body.content_type, headers)
+    yield(WAIT)
+    return
+  end
+  core.respond_head(status, ctype or TEXT_TYPE, headers)
+  local ok, err = pcall(body, write)
+  core.respond_end(ok)
+  if not ok then error(err, 0) end
+end
+
+-- Outside a request (specs run handlers in core.run), a streamed body is read whole instead.
+local function gather(body)
+  if type(body) == "table" then return body:read_all() end
+  local parts = {}
+  body(function(chunk) parts[#parts + 1] = tostring(chunk) return true end)
+  return table.concat(parts)
+end
+
+-- The handler's answer, out: whole bodies go back to C as values; streams are sent from here.
+local function respond(status, body, headers)
+  if getmetatable(body) == response_mt then
+    local res = body
+    if rawget(res, "_stream") and core.in_request() then return send_streamed(status or 200, res, headers) end
+    body = rawget(res, "_stream") and gather(res) or res.body
+    local ctype = res.content_type
+    if ctype and not has_content_type(headers) then -- the response's own type, unless one is given
+      local h = {}
+      for k, v in pairs(headers or NO_OPTS) do h[k] = v end
+      h["Content-Type"], headers = ctype, h
+    end
+  elseif type(body) == "function" then
+    if core.in_request() then return send_streamed(status or 200, body, headers) end
+    body = gather(body)
+  end
   return finish(status, body, headers)
+end
+
+-- A body still arriving when the handler starts (the server hands a request over at the end of
+-- its head when its body is large or slow): a streaming route reads it in pieces; any other waits
+-- here for all of it, within max_body_size. false: the client left meanwhile.
+local function take_body(r, req)
+  local _, _, _, opts = r:match(req.method, req.path)
+  if opts and opts.body == "stream" then
+    core.body_stream()
+    req.body, req._streamed = nil, true
+    return true
+  end
+  core.body()
+  local _, whole = yield(WAIT)
+  req.body = whole
+  return whole ~= nil
 end
 
 -- The server's entry point for each request, with the request's parts as arguments: a table
@@ -519,19 +627,25 @@ local function new_request(method, path, raw_query, target, body, id, remote_add
   }, request_mt)
 end
 
+local function serve_with(r, befores, afters, ...)
+  local req = new_request(...)
+  if req.body == false and not take_body(r, req) then return end
+  return respond(dispatch_with(r, req, befores, afters))
+end
+
 local function serve(...)
-  return dispatch_with(app.router, new_request(...), app.befores, app.afters)
+  return serve_with(app.router, app.befores, app.afters, ...)
 end
 M._serve = serve
 
 -- An entry point like serve for another router (stub upstreams in specs).
 function M._server_for(r)
-  return function(...) return dispatch_with(r, new_request(...)) end
+  return function(...) return serve_with(r, nil, nil, ...) end
 end
 
 -- Dispatch a request table made by luagate.request.new (specs).
 function M._dispatch(req)
-  return dispatch_with(app.router, req, app.befores, app.afters)
+  return respond(dispatch_with(app.router, req, app.befores, app.afters))
 end
 
 -- Specs: answer fetches from fn(call) -> response table | nil, err instead of the network.

@@ -1,6 +1,7 @@
 -- What a handler's `req` is: a plain table made by the server (method, path, raw_query, target,
 -- headers, body, id, remote_addr, http_version, params) with this metatable for what is computed
 -- on first use (query) and a few methods.
+local core = require "luagate.core"
 local json = require "luagate.json"
 
 local M = {}
@@ -66,6 +67,20 @@ local methods = {}
 -- The body parsed as JSON: value | nil, err
 function methods.json(req)
   return json.decode(req.body)
+end
+
+-- The next piece of the body: chunk | nil at the end | nil, err. On a route with
+-- { body = "stream" } the pieces come as the client sends them; elsewhere the whole body, once.
+function methods.read(req)
+  if rawget(req, "_streamed") then
+    core.body_read()
+    local _, chunk, err = coroutine.yield(core.WAIT)
+    return chunk, err
+  end
+  if rawget(req, "_read") then return nil end
+  rawset(req, "_read", true)
+  local b = req.body
+  return b ~= "" and b or nil
 end
 
 M.mt = {

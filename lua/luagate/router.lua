@@ -41,7 +41,7 @@ local function compile(path)
   return "^" .. table.concat(parts) .. "$", names
 end
 
-function Router:add(method, path, handler)
+function Router:add(method, path, handler, opts)
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
     error(("route path must start with '/', got %s"):format(tostring(path)), 3)
   end
@@ -66,6 +66,8 @@ function Router:add(method, path, handler)
     end
   end
   entry.methods[method] = handler
+  entry.opts = entry.opts or {}
+  entry.opts[method] = opts
   entry.allow = allow_list(entry.methods)
 end
 
@@ -75,13 +77,13 @@ local function pick(entry, method)
   return h
 end
 
--- handler, params, pattern | nil, nil, allow (the path exists for other methods) | nil (no such
--- path). pattern is the path the route was registered with ("/users/:id").
+-- handler, params, pattern, opts | nil, nil, allow (the path exists for other methods) | nil (no
+-- such path). pattern is the path the route was registered with ("/users/:id"); opts its options.
 function Router:match(method, path)
   local e = self.exact[path]
   if e then
     local h = pick(e, method)
-    if h then return h, EMPTY, path end
+    if h then return h, EMPTY, path, e.opts[method] end
     return nil, nil, e.allow
   end
   local allow
@@ -93,7 +95,7 @@ function Router:match(method, path)
       if h then
         local params = {}
         for k, name in ipairs(r.names) do params[name] = caps[k] end
-        return h, params, r.path
+        return h, params, r.path, r.opts[method]
       end
       allow = allow or r.allow
     end

@@ -1,0 +1,613 @@
+/* luagate.core's upstream calls: upstream handles, fetch ops, and the streams of answers read in
+ * pieces or sent on to the client as they arrive (a pipe).
+ *
+ * A buffered call resumes its task once with the whole answer. A streamed call resumes it at the
+ * answer's head; its body then goes into the stream, where a reader (core.read) or a pipe
+ * (core.pipe) takes it. A stream holds at most STREAM_BUFFER bytes nobody took yet: past that the
+ * transfer pauses, so a slow client or reader costs the gateway a bounded amount of memory and
+ * the upstream waits. Streams belong to their task: when it ends, those it still holds are
+ * cancelled. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "runtime_internal.h"
+
+#define STREAM_BUFFER (64u << 10)
+#define UPSTREAM_MT "luagate.upstream"
+
+/* ---- upstreams ---- */
+
+typedef struct upstream_ud {
+    gw_upstream *up;
+} upstream_ud;
+
+static uint32_t ms_field(lua_State *L, int idx) {
+    double s = lua_tonumber(L, idx);
+    return s > 0 ? (uint32_t)(s * 1000 + 0.5) : 0;
+}
+
+/* core.upstream(name, url, lines, userpwd, bearer, connect_timeout, timeout, read_timeout,
+ *               keepalive, retries, client, max_body) -> handle | nil, err */
+static int l_upstream(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    gw_upstream_config c = {0};
+    c.name = luaL_checkstring(L, 1);
+    c.url = luaL_checkstring(L, 2);
+    size_t n = lua_istable(L, 3) ? lua_objlen(L, 3) : 0;
+    const char **lines = n ? malloc(n * sizeof *lines) : NULL;
+    if (n && !lines) return luaL_error(L, "upstream: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 3, (int)i + 1);
+        lines[i] = lua_tostring(L, -1); /* the table keeps the strings alive */
+        lua_pop(L, 1);
+        if (!lines[i]) {
+            free(lines);
+            return luaL_error(L, "upstream: header lines are strings");
+        }
+    }
+    c.header_lines = lines;
+    c.nheader_lines = n;
+    c.userpwd = lua_tostring(L, 4);
+    c.bearer = lua_tostring(L, 5);
+    c.deadlines.connect = ms_field(L, 6);
+    c.deadlines.total = ms_field(L, 7);
+    c.deadlines.idle = ms_field(L, 8);
+    c.keepalive = lua_isnumber(L, 9) ? (long)lua_tointeger(L, 9) : -1;
+    c.retries = (int)lua_tointeger(L, 10);
+    c.backend = lua_isstring(L, 11) && strcmp(lua_tostring(L, 11), "curl") == 0 ? FETCH_CURL : FETCH_AUTO;
+    c.max_body = (size_t)luaL_optnumber(L, 12, 64 << 20);
+    upstream_ud *ud = lua_newuserdata(L, sizeof *ud);
+    ud->up = NULL;
+    luaL_getmetatable(L, UPSTREAM_MT);
+    lua_setmetatable(L, -2);
+    const char *err;
+    int r = fetch_upstream_new(rt->fetch, &c, &ud->up, &err);
+    free(lines);
+    if (r < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "upstream '%s': %s", c.name, err);
+        return 2;
+    }
+    return 1;
+}
+
+static int upstream_gc(lua_State *L) {
+    upstream_ud *ud = luaL_checkudata(L, 1, UPSTREAM_MT);
+    fetch_upstream_release(ud->up);
+    ud->up = NULL;
+    return 0;
+}
+
+/* ---- streams ---- */
+
+struct upstream_stream {
+    upstream_stream *prev, *next; /* the task's */
+    gw_task *task;
+    lua_Integer id;
+    gw_transfer *xfer;   /* NULL once it ended, failed or was cancelled */
+    struct fetch_op *head_op; /* the fetch waiting for the head */
+    gw_op *reader;       /* a core.read waiting for bytes */
+    gw_op *pipe_op;      /* a core.pipe sending the body on */
+    gw_buf buf;          /* body bytes nobody took yet */
+    size_t off;
+    gw_buf head;         /* the answer's header block, for a pipe to pass its headers on */
+    int64_t length;      /* the body's length when the upstream said it, else -1 */
+    bool ended;
+    bool paused;
+    char *error;         /* "kind: detail" when it failed */
+};
+
+static void stream_free(upstream_stream *s) {
+    gw_task *t = s->task;
+    if (s->prev) s->prev->next = s->next;
+    else t->streams = s->next;
+    if (s->next) s->next->prev = s->prev;
+    if (t->pipe == s) t->pipe = NULL;
+    if (s->xfer) fetch_cancel(s->xfer);
+    buf_free(&s->buf);
+    buf_free(&s->head);
+    free(s->error);
+    free(s);
+}
+
+static upstream_stream *stream_find(gw_task *t, lua_Integer id) {
+    for (upstream_stream *s = t->streams; s; s = s->next)
+        if (s->id == id) return s;
+    return NULL;
+}
+
+void streams_close(gw_task *t) {
+    while (t->streams) stream_free(t->streams);
+}
+
+static size_t stream_avail(const upstream_stream *s) {
+    return s->buf.len - s->off;
+}
+
+/* ---- fetch ops ---- */
+
+/* A fetch waiting for its answer (buffered) or for its head (streamed). */
+typedef struct fetch_op {
+    gw_op op;
+    gw_transfer *xfer;       /* buffered: the transfer, until it ends */
+    upstream_stream *stream; /* streamed: the stream it resumes with */
+    int status;
+    char *error;
+    gw_buf head;    /* the header block */
+    size_t ctype_off, ctype_len;
+    bool has_ctype;
+    gw_buf body;    /* a buffered answer, taken from the transfer */
+} fetch_op;
+
+static void fetch_op_head(fetch_op *f, const gw_fetch_head *h) {
+    f->status = h->status;
+    f->head.len = 0;
+    buf_append(&f->head, h->block, h->block_len);
+    f->has_ctype = h->content_type != NULL;
+    if (f->has_ctype) {
+        f->ctype_off = (size_t)(h->content_type - h->block);
+        f->ctype_len = h->content_type_len;
+    }
+}
+
+static void fetch_op_fail(fetch_op *f, const gw_fetch_error *e) {
+    size_t n = strlen(fetch_error_name(e->kind)) + strlen(e->detail) + 3;
+    f->error = malloc(n);
+    if (f->error) snprintf(f->error, n, "%s: %s", fetch_error_name(e->kind), e->detail);
+    op_complete(&f->op);
+}
+
+/* Buffered calls: the answer whole. */
+static void buffered_on_head(void *data, const gw_fetch_head *h) {
+    fetch_op_head(data, h);
+}
+
+static bool buffered_on_body(void *data, const char *chunk, size_t len) {
+    (void)data, (void)chunk, (void)len; /* the facade buffers: never called */
+    return false;
+}
+
+static void buffered_on_end(void *data, const char *body, size_t len) {
+    fetch_op *f = data;
+    f->xfer = NULL;
+    if (buf_append(&f->body, body, len)) f->error = strdup("upstream error: out of memory");
+    op_complete(&f->op);
+}
+
+static void buffered_on_error(void *data, const gw_fetch_error *e) {
+    fetch_op *f = data;
+    f->xfer = NULL;
+    fetch_op_fail(f, e);
+}
+
+static const gw_fetch_events buffered_events = {buffered_on_head, buffered_on_body, buffered_on_end, buffered_on_error};
+
+/* Resumes with (status, body | stream id, header_block, content_type), or (nil, err): plain values,
+ * which Lua turns into a response with a constant-key constructor. */
+static int fetch_deliver(gw_op *op, lua_State *co) {
+    fetch_op *f = (fetch_op *)op;
+    if (f->error || f->status == 0) {
+        lua_pushnil(co);
+        lua_pushstring(co, f->error ? f->error : "upstream error: out of memory");
+        return 2;
+    }
+    lua_pushinteger(co, f->status);
+    if (f->stream) lua_pushinteger(co, f->stream->id);
+    else lua_pushlstring(co, f->body.data ? f->body.data : "", f->body.len);
+    lua_pushlstring(co, f->head.data ? f->head.data : "", f->head.len);
+    if (f->has_ctype) lua_pushlstring(co, f->head.data + f->ctype_off, f->ctype_len);
+    else lua_pushnil(co);
+    return 4;
+}
+
+static void fetch_op_cancel(gw_op *op) {
+    fetch_op *f = (fetch_op *)op;
+    if (f->xfer) fetch_cancel(f->xfer);
+    f->xfer = NULL;
+    if (f->stream) stream_free(f->stream); /* the head never came: nobody will read it */
+    f->stream = NULL;
+}
+
+static void fetch_op_release(gw_op *op) {
+    fetch_op *f = (fetch_op *)op;
+    if (f->stream) f->stream->head_op = NULL;
+    free(f->error);
+    buf_free(&f->head);
+    buf_free(&f->body);
+    free(f);
+}
+
+static const gw_op_kind fetch_kind = {fetch_deliver, fetch_op_cancel, fetch_op_release};
+
+/* ---- what a stream hears from its transfer ---- */
+
+static void reader_wake(upstream_stream *s);
+static void pipe_flush(upstream_stream *s);
+static void pipe_finish(upstream_stream *s, bool client_gone);
+
+static void stream_on_head(void *data, const gw_fetch_head *h) {
+    upstream_stream *s = data;
+    fetch_op *f = s->head_op;
+    s->length = h->content_length;
+    buf_append(&s->head, h->block, h->block_len);
+    s->head_op = NULL; /* from here on the stream outlives the op: the task holds it */
+    fetch_op_head(f, h);
+    op_complete(&f->op);
+}
+
+static bool stream_on_body(void *data, const char *chunk, size_t len) {
+    upstream_stream *s = data;
+    gw_task *t = s->task;
+    if (s->pipe_op && stream_avail(s) == 0) { /* straight to the client: no copy when it keeps up */
+        int r = server_write_body(t->req, chunk, len);
+        if (r < 0) {
+            pipe_finish(s, true);
+            return true;
+        }
+        return s->paused = r == 1;
+    }
+    if (buf_append(&s->buf, chunk, len)) {
+        /* Out of memory: the stream cannot go on; the transfer is cancelled when it is freed. */
+        s->error = strdup("upstream error: out of memory");
+        s->ended = true;
+    }
+    if (s->pipe_op) pipe_flush(s);
+    else reader_wake(s);
+    return s->paused = stream_avail(s) >= STREAM_BUFFER;
+}
+
+static void stream_on_end(void *data, const char *body, size_t len) {
+    (void)body, (void)len;
+    upstream_stream *s = data;
+    s->xfer = NULL;
+    s->ended = true;
+    if (s->pipe_op) pipe_flush(s);
+    else reader_wake(s);
+}
+
+static void stream_on_error(void *data, const gw_fetch_error *e) {
+    upstream_stream *s = data;
+    s->xfer = NULL;
+    s->ended = true;
+    size_t n = strlen(fetch_error_name(e->kind)) + strlen(e->detail) + 3;
+    if ((s->error = malloc(n))) snprintf(s->error, n, "%s: %s", fetch_error_name(e->kind), e->detail);
+    if (s->head_op) { /* before the head: the fetch itself fails */
+        fetch_op *f = s->head_op;
+        s->head_op = NULL;
+        f->stream = NULL;
+        fetch_op_fail(f, e);
+        stream_free(s);
+        return;
+    }
+    if (s->pipe_op) pipe_flush(s);
+    else reader_wake(s);
+}
+
+static const gw_fetch_events stream_events = {stream_on_head, stream_on_body, stream_on_end, stream_on_error};
+
+/* ---- core.fetch ---- */
+
+typedef struct call_args {
+    gw_fetch_request r;
+    const char *lines[64];
+    const char **more; /* past 64 lines */
+} call_args;
+
+static const char *call_lines(lua_State *L, int idx, call_args *a) {
+    if (!lua_istable(L, idx)) return NULL;
+    size_t n = lua_objlen(L, idx);
+    const char **lines = a->lines;
+    if (n > 64 && !(lines = a->more = malloc(n * sizeof *lines))) return "out of memory";
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, idx, (int)i + 1);
+        /* Only strings: converting a number would make a string nothing keeps alive. */
+        lines[i] = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        lua_pop(L, 1);
+        if (!lines[i]) return "header lines are strings";
+    }
+    a->r.header_lines = lines;
+    a->r.nheader_lines = n;
+    return NULL;
+}
+
+/* core.fetch(upstream | nil, method, target, lines, body | true, stream, timeout, connect_timeout,
+ *            retries, auth_set, userpwd, bearer) -> id | nil, err */
+static int l_fetch(lua_State *L) {
+    gw_task *t = op_owner(L, "fetch");
+    gw_runtime *rt = runtime_of(L);
+    call_args a = {0};
+    gw_fetch_request *r = &a.r;
+    upstream_ud *ud = lua_isnil(L, 1) ? NULL : luaL_checkudata(L, 1, UPSTREAM_MT);
+    r->upstream = ud ? ud->up : NULL;
+    r->method = luaL_checkstring(L, 2);
+    r->target = luaL_checkstring(L, 3);
+    const char *err = call_lines(L, 4, &a);
+    if (lua_type(L, 5) == LUA_TSTRING) r->body = lua_tolstring(L, 5, &r->body_len);
+    else if (lua_toboolean(L, 5)) r->source = t->req ? http_body_source(t) : NULL;
+    r->stream = lua_toboolean(L, 6);
+    r->timeout_ms = ms_field(L, 7);
+    r->connect_timeout_ms = ms_field(L, 8);
+    r->retries = lua_isnumber(L, 9) ? (int)lua_tointeger(L, 9) : -1;
+    r->auth_set = lua_toboolean(L, 10);
+    r->userpwd = lua_tostring(L, 11);
+    r->bearer = lua_tostring(L, 12);
+    r->request_id = t->id;
+    if (err) {
+        free(a.more);
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid request: %s", err);
+        return 2;
+    }
+    fetch_op *f = (fetch_op *)op_new(t, &fetch_kind, sizeof *f);
+    upstream_stream *s = r->stream ? calloc(1, sizeof *s) : NULL;
+    if (!f || (r->stream && !s)) {
+        free(a.more);
+        free(s);
+        if (f) op_discard(&f->op);
+        return luaL_error(L, "fetch: out of memory");
+    }
+    gw_transfer *xfer;
+    int rc;
+    if (s) {
+        *s = (upstream_stream){.task = t, .id = f->op.id, .head_op = f, .length = -1, .next = t->streams};
+        rc = fetch_start(rt->fetch, r, &stream_events, s, &xfer, &err);
+        if (rc == 0) {
+            s->xfer = xfer;
+            if (t->streams) t->streams->prev = s;
+            t->streams = s;
+            f->stream = s;
+        } else {
+            free(s);
+        }
+    } else {
+        rc = fetch_start(rt->fetch, r, &buffered_events, f, &xfer, &err);
+        if (rc == 0) f->xfer = xfer;
+    }
+    free(a.more);
+    if (rc < 0) {
+        op_discard(&f->op);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushinteger(L, f->op.id);
+    return 1;
+}
+
+/* ---- core.read: a stream's next bytes ---- */
+
+typedef struct read_op {
+    gw_op op;
+    upstream_stream *s;
+} read_op;
+
+static int read_deliver(gw_op *op, lua_State *co) {
+    upstream_stream *s = ((read_op *)op)->s;
+    s->reader = NULL;
+    size_t n = stream_avail(s);
+    if (n > 0) {
+        lua_pushlstring(co, s->buf.data + s->off, n);
+        s->buf.len = s->off = 0;
+        if (s->paused && s->xfer) {
+            s->paused = false;
+            fetch_resume(s->xfer);
+        }
+        return 1;
+    }
+    lua_pushnil(co);
+    if (!s->error) return 1; /* the end */
+    lua_pushstring(co, s->error);
+    return 2;
+}
+
+static void read_cancel(gw_op *op) {
+    ((read_op *)op)->s->reader = NULL;
+}
+
+static void op_free_plain(gw_op *op) {
+    free(op);
+}
+
+static const gw_op_kind read_kind = {read_deliver, read_cancel, op_free_plain};
+
+static void reader_wake(upstream_stream *s) {
+    if (s->reader && (stream_avail(s) > 0 || s->ended)) {
+        gw_op *op = s->reader;
+        op_complete(op);
+    }
+}
+
+static upstream_stream *check_stream(lua_State *L, gw_task *t) {
+    upstream_stream *s = stream_find(t, luaL_checkinteger(L, 1));
+    if (!s) luaL_error(L, "this response's body is no longer there (read it in the handler that fetched it)");
+    if (s->reader || s->pipe_op) luaL_error(L, "this response's body is being read already");
+    return s;
+}
+
+/* core.read(stream) -> id: resumes with (chunk) | (nil) at the end | (nil, err) */
+static int l_read(lua_State *L) {
+    gw_task *t = op_owner(L, "read");
+    upstream_stream *s = check_stream(L, t);
+    read_op *r = (read_op *)op_new(t, &read_kind, sizeof *r);
+    if (!r) return luaL_error(L, "read: out of memory");
+    r->s = s;
+    s->reader = &r->op;
+    reader_wake(s);
+    lua_pushinteger(L, r->op.id);
+    return 1;
+}
+
+/* core.close_stream(stream): the rest of the body is not wanted. */
+static int l_close_stream(lua_State *L) {
+    gw_task *t = runtime_of(L)->current;
+    upstream_stream *s = t ? stream_find(t, luaL_checkinteger(L, 1)) : NULL;
+    if (s && !s->pipe_op) {
+        if (s->reader) op_cancel(s->reader);
+        stream_free(s);
+    }
+    return 0;
+}
+
+/* ---- core.pipe: the body on to the client as it arrives ---- */
+
+typedef struct pipe_op {
+    gw_op op;
+    upstream_stream *s;
+    char *error;
+    bool ok;
+} pipe_op;
+
+static int pipe_deliver(gw_op *op, lua_State *co) {
+    pipe_op *p = (pipe_op *)op;
+    if (p->ok) {
+        lua_pushboolean(co, 1);
+        return 1;
+    }
+    lua_pushnil(co);
+    lua_pushstring(co, p->error ? p->error : "client closed the connection");
+    return 2;
+}
+
+static void pipe_cancel(gw_op *op) {
+    pipe_op *p = (pipe_op *)op;
+    if (p->s) p->s->pipe_op = NULL;
+}
+
+static void pipe_release(gw_op *op) {
+    free(((pipe_op *)op)->error);
+    free(op);
+}
+
+static const gw_op_kind pipe_kind = {pipe_deliver, pipe_cancel, pipe_release};
+
+/* The answer is complete, or cannot be: tell the client's side and the waiting handler. */
+static void pipe_finish(upstream_stream *s, bool client_gone) {
+    pipe_op *p = (pipe_op *)s->pipe_op;
+    gw_task *t = s->task;
+    s->pipe_op = NULL;
+    p->s = NULL;
+    if (client_gone) {
+        p->error = strdup("client closed the connection");
+    } else if (s->error) {
+        /* Never a truncated body in valid framing: the client must see the cut. */
+        log_warn("request %s: upstream failed mid-answer (%s); closing the client's connection", t->id, s->error);
+        server_abort_body(t->req);
+        p->error = strdup(s->error);
+    } else {
+        server_end_body(t->req);
+        p->ok = true;
+    }
+    op_complete(&p->op);
+    stream_free(s);
+}
+
+/* Send what the stream holds; finish at its end. */
+static void pipe_flush(upstream_stream *s) {
+    gw_task *t = s->task;
+    size_t n = stream_avail(s);
+    if (n > 0) {
+        int r = server_write_body(t->req, s->buf.data + s->off, n);
+        s->buf.len = s->off = 0;
+        if (r < 0) {
+            pipe_finish(s, true);
+            return;
+        }
+        if (r == 1) { /* the client is behind: the upstream waits (stream_on_writable resumes) */
+            if (s->xfer && !s->paused) fetch_pause(s->xfer);
+            s->paused = true;
+            return;
+        }
+    }
+    if (s->ended) {
+        pipe_finish(s, false);
+        return;
+    }
+    if (s->paused && s->xfer) {
+        s->paused = false;
+        fetch_resume(s->xfer);
+    }
+}
+
+void stream_on_writable(gw_task *t) {
+    if (t->pipe && t->pipe->pipe_op) pipe_flush(t->pipe);
+}
+
+static bool header_given(const gw_buf *scratch, const char *name, size_t len) {
+    const gw_header *h = (const gw_header *)scratch->data;
+    for (size_t i = 0, n = scratch->len / sizeof *h; i < n; i++)
+        if (h[i].name_len == len && strncasecmp(h[i].name, name, len) == 0) return true;
+    return false;
+}
+
+/* Add the upstream's headers to those the handler gave (rt->scratch), unless it gave one of the
+ * same name; hop-by-hop ones and those the server writes itself are never passed on. The content
+ * type is the handler's, else the upstream's. */
+static void pass_headers(gw_runtime *rt, const gw_buf *block, gw_response *resp) {
+    size_t given = rt->scratch.len;
+    const char *p = block->data, *end = p + block->len;
+    const char *eol = p ? memchr(p, '\n', block->len) : NULL; /* after the status line */
+    for (p = eol ? eol + 1 : end; p < end; p = eol + 1) {
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) break;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (!colon || colon == p) continue;
+        gw_header h = {.name = p, .name_len = (size_t)(colon - p), .value = colon + 1};
+        while (h.value < eol && (*h.value == ' ' || *h.value == '\t')) h.value++;
+        const char *ve = eol[-1] == '\r' ? eol - 1 : eol;
+        h.value_len = ve > h.value ? (size_t)(ve - h.value) : 0;
+        if (h.name_len == 12 && strncasecmp(h.name, "content-type", 12) == 0) {
+            if (!resp->content_type) resp->content_type = h.value, resp->content_type_len = h.value_len;
+            continue;
+        }
+        gw_buf mine = {rt->scratch.data, given, given};
+        if (runtime_header_skipped(h.name, h.name_len) || header_given(&mine, h.name, h.name_len)) continue;
+        buf_append(&rt->scratch, &h, sizeof h);
+    }
+}
+
+/* core.pipe(stream, status, content_type, headers) -> id: resumes with (true) once the client has
+ * the whole body, or (nil, err) */
+static int l_pipe(lua_State *L) {
+    gw_task *t = op_owner(L, "pipe");
+    gw_runtime *rt = runtime_of(L);
+    upstream_stream *s = check_stream(L, t);
+    if (!t->req || t->answered) return luaL_error(L, "pipe: this request has been answered already");
+    gw_response resp = {.status = (int)luaL_checkinteger(L, 2)};
+    resp.content_type = lua_tolstring(L, 3, &resp.content_type_len);
+    const char *bad = "?";
+    if (runtime_collect_headers(rt, L, 4, &bad)) return luaL_error(L, "response header '%s': values must be strings without CR, LF or NUL", bad);
+    pass_headers(rt, &s->head, &resp);
+    resp.headers = (const gw_header *)rt->scratch.data;
+    resp.nheaders = rt->scratch.len / sizeof(gw_header);
+    pipe_op *p = (pipe_op *)op_new(t, &pipe_kind, sizeof *p);
+    if (!p) return luaL_error(L, "pipe: out of memory");
+    p->s = s;
+    s->pipe_op = &p->op;
+    t->pipe = s;
+    t->answered = true;
+    /* The upstream's length holds only when the whole body is still to be sent as it came. */
+    if (server_respond_head(t->req, &resp, s->length) < 0) {
+        pipe_finish(s, true);
+    } else {
+        pipe_flush(s);
+    }
+    lua_pushinteger(L, p->op.id);
+    return 1;
+}
+
+void fetch_register(lua_State *L, gw_runtime *rt) {
+    luaL_newmetatable(L, UPSTREAM_MT);
+    lua_pushcfunction(L, upstream_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {
+        {"upstream", l_upstream}, {"fetch", l_fetch}, {"read", l_read},
+        {"close_stream", l_close_stream}, {"pipe", l_pipe}, {NULL, NULL}};
+    for (const luaL_Reg *f = fns; f->name; f++) {
+        lua_pushlightuserdata(L, rt);
+        lua_pushcclosure(L, f->func, 1);
+        lua_setfield(L, -2, f->name);
+    }
+}
