@@ -299,7 +299,7 @@ static void transfer_put(gw_transfer *t) {
     fetch_upstream_release(t->up);
     for (size_t i = 0; i < t->ncurl_lines; i++) free(t->curl_lines[i]);
     free(t->curl_lines);
-    free(t->method);
+    if (t->method != t->method_buf) free(t->method);
     gw_transfer keep = {.f = f, .timer = t->timer, .target = t->target, .lines = t->lines,
                         .req_body = t->req_body, .answer = t->answer};
     buf_reset(&keep.target, KEEP_BUF);
@@ -473,7 +473,9 @@ static bool idempotent(const char *m) {
 /* Build the request every attempt sends. */
 static int transfer_prepare(gw_transfer *t, const gw_fetch_request *r) {
     gw_upstream *u = t->up;
-    t->method = strdup(r->method ? r->method : "GET");
+    const char *m = r->method ? r->method : "GET";
+    size_t mlen = strlen(m);
+    t->method = mlen < sizeof t->method_buf ? memcpy(t->method_buf, m, mlen + 1) : strdup(m);
     if (!t->method) return UV_ENOMEM;
     t->target.len = t->lines.len = t->answer.len = t->req_body.len = 0;
     const char *target = r->target;

@@ -81,7 +81,8 @@ struct gw_transfer {
     void *data;
     gw_transfer *spare_next;
     /* The request, as every attempt sends it. */
-    char *method;
+    char *method;   /* method_buf, or allocated when longer */
+    char method_buf[16];
     gw_buf target;  /* the path on the upstream, prefix included (native), or the whole URL (libcurl) */
     gw_buf lines;   /* this call's own lines, "Name: value\r\n" each */
     char **curl_lines; /* the same as strings, for libcurl (built only for it) */

@@ -51,7 +51,9 @@ struct hc_backend {
     size_t nspare;
     char *slab;
     size_t slab_len;
+    int open_conns;    /* connections whose handle is not closed yet */
     bool closing;
+    bool sweep_closed;
 };
 
 enum conn_state { CONN_CONNECTING, CONN_BUSY, CONN_IDLE, CONN_CLOSING };
@@ -80,8 +82,8 @@ struct hc_exchange {
     gw_dns_query *query;
     hc_exchange *spare_next;
     gw_buf head;           /* the answer's status line and "Name: value\r\n" lines */
-    size_t ctype_off, ctype_len;
-    bool line_done, field_open, in_ctype, in_keepalive;
+    size_t ctype_off, ctype_len, name_off;
+    bool line_done, in_name, field_open, in_ctype, in_keepalive;
     size_t value_off;
     bool reused;           /* the connection served an earlier exchange */
     bool got_bytes;        /* a byte of an answer came */
@@ -251,10 +253,13 @@ static void on_sweep(uv_timer_t *timer) {
 
 /* ---- connections ---- */
 
+static void backend_free(hc_backend *b);
+
 static void on_conn_closed(gw_transport *t) {
     hc_conn *c = t->data;
     hc_backend *b = c->b;
     gw_fetch *f = b->f;
+    b->open_conns--;
     if (c->prev) c->prev->next = c->next;
     else b->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -263,6 +268,7 @@ static void on_conn_closed(gw_transport *t) {
     buf_free(&c->out);
     free(c->address);
     free(c);
+    if (b->closing && b->sweep_closed && b->open_conns == 0) backend_free(b);
     fetch_handle_closed(f);
 }
 
@@ -308,16 +314,24 @@ static hc_exchange *exchange_of(llhttp_t *p) {
     hc_exchange *ex = exchange_of(p);         \
     if (!ex || !ex->t) return HPE_USER;
 
-static int head_add(hc_exchange *ex, const char *at, size_t len) {
-    if (ex->head.len + len > MAX_HEAD) return HPE_USER;
-    return buf_append(&ex->head, at, len) ? HPE_USER : 0;
+/* Called a dozen times per answer: the common case, room in the buffer, is a bare copy. */
+static inline int head_add(hc_exchange *ex, const char *at, size_t len) {
+    gw_buf *b = &ex->head;
+    if (b->cap - b->len >= len) {
+        memcpy(b->data + b->len, at, len);
+        b->len += len;
+        return 0;
+    }
+    if (b->len + len > MAX_HEAD) return HPE_USER;
+    return buf_append(b, at, len) ? HPE_USER : 0;
 }
 
 static int on_message_begin(llhttp_t *p) {
     EXCHANGE_OR_STOP(p);
     ex->head.len = 0;
+    if (buf_reserve(&ex->head, 1024)) return HPE_USER;
     ex->ctype_len = 0;
-    ex->line_done = ex->field_open = false;
+    ex->line_done = ex->in_name = ex->field_open = false;
     return 0;
 }
 
@@ -348,18 +362,22 @@ static int end_value(llhttp_t *p, hc_exchange *ex) {
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
     EXCHANGE_OR_STOP(p);
     if (ex->head_done) return 0; /* trailers: never mixed into the answer's headers */
-    return end_value(p, ex) || head_add(ex, at, len) ? HPE_USER : 0;
+    if (!ex->in_name) { /* a new name: the status line, or the value before, ends */
+        if (end_value(p, ex)) return HPE_USER;
+        ex->name_off = ex->head.len;
+        ex->in_name = true;
+    }
+    return head_add(ex, at, len);
 }
 
 static int on_header_field_complete(llhttp_t *p) {
     EXCHANGE_OR_STOP(p);
     if (ex->head_done) return 0;
-    /* Where the name starts: after the last CRLF. */
-    const char *h = ex->head.data, *end = h + ex->head.len, *name = end;
-    while (name > h && name[-1] != '\n') name--;
-    size_t n = (size_t)(end - name);
-    ex->in_ctype = n == 12 && strncasecmp(name, "content-type", 12) == 0;
-    ex->in_keepalive = n == 10 && strncasecmp(name, "keep-alive", 10) == 0;
+    const char *name = ex->head.data + ex->name_off;
+    size_t n = ex->head.len - ex->name_off;
+    ex->in_ctype = n == 12 && (name[0] | 0x20) == 'c' && strncasecmp(name, "content-type", 12) == 0;
+    ex->in_keepalive = n == 10 && (name[0] | 0x20) == 'k' && strncasecmp(name, "keep-alive", 10) == 0;
+    ex->in_name = false;
     if (head_add(ex, ": ", 2)) return HPE_USER;
     ex->value_off = ex->head.len;
     if (ex->in_ctype) ex->ctype_off = ex->value_off;
@@ -527,30 +545,39 @@ static void on_conn_read_end(gw_transport *tr, int status) {
 
 /* ---- the request ---- */
 
-static bool put(gw_buf *b, const char *s, size_t n) {
-    return buf_append(b, s, n) == 0;
-}
-
-/* The request head: the upstream's lines, then the call's, then the framing of the body. */
+/* The request head: the upstream's lines, then the call's, then the framing of the body; sized
+ * first, then copied once. */
 static int request_head(hc_exchange *ex, gw_buf *out) {
     gw_transfer *t = ex->t;
     gw_upstream *u = t->up;
-    out->len = 0;
     const char *target = t->target.len ? t->target.data : "/";
-    bool ok = put(out, t->method, strlen(t->method)) && put(out, " ", 1) && put(out, target, strlen(target)) &&
-              put(out, " HTTP/1.1\r\nHost: ", 17) && put(out, u->hostport, strlen(u->hostport)) &&
-              put(out, "\r\n", 2) && put(out, u->lines_block.data, u->lines_block.len) &&
-              put(out, t->lines.data, t->lines.len);
-    char len_line[48];
-    if (ok && t->source) {
+    size_t mlen = strlen(t->method), tlen = t->target.len ? t->target.len : 1, hlen = strlen(u->hostport);
+    char framing[64];
+    int flen = 0;
+    if (t->source) {
         ex->chunked_body = t->source->length < 0;
-        if (ex->chunked_body) ok = put(out, "Transfer-Encoding: chunked\r\n", 28);
-        else ok = put(out, len_line, (size_t)snprintf(len_line, sizeof len_line, "Content-Length: %lld\r\n",
-                                                      (long long)t->source->length));
-    } else if (ok && (t->has_body || strcmp(t->method, "POST") == 0 || strcmp(t->method, "PUT") == 0)) {
-        ok = put(out, len_line, (size_t)snprintf(len_line, sizeof len_line, "Content-Length: %zu\r\n", t->req_body.len));
+        flen = ex->chunked_body ? snprintf(framing, sizeof framing, "Transfer-Encoding: chunked\r\n")
+                                : snprintf(framing, sizeof framing, "Content-Length: %lld\r\n", (long long)t->source->length);
+    } else if (t->has_body || strcmp(t->method, "POST") == 0 || strcmp(t->method, "PUT") == 0) {
+        flen = snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", t->req_body.len);
     }
-    return ok && put(out, "\r\n", 2) ? 0 : UV_ENOMEM;
+    out->len = 0;
+    if (buf_reserve(out, mlen + tlen + hlen + u->lines_block.len + t->lines.len + (size_t)flen + 32)) return UV_ENOMEM;
+    char *p = out->data;
+#define PUT(s, n) (memcpy(p, (s), (n)), p += (n))
+    PUT(t->method, mlen);
+    *p++ = ' ';
+    PUT(target, tlen);
+    PUT(" HTTP/1.1\r\nHost: ", 17);
+    PUT(u->hostport, hlen);
+    PUT("\r\n", 2);
+    if (u->lines_block.len) PUT(u->lines_block.data, u->lines_block.len);
+    if (t->lines.len) PUT(t->lines.data, t->lines.len);
+    if (flen) PUT(framing, (size_t)flen);
+    PUT("\r\n", 2);
+#undef PUT
+    out->len = (size_t)(p - out->data);
+    return 0;
 }
 
 static void exchange_send(hc_exchange *ex) {
@@ -692,6 +719,7 @@ static int conn_open(hc_exchange *ex, const struct sockaddr *addr) {
     c->parser.data = c;
     tcp_init(&c->tcp, b->loop, &conn_events, c, b->slab, b->slab_len);
     fetch_handle_opened(b->f);
+    b->open_conns++;
     c->next = b->conns;
     if (b->conns) b->conns->prev = c;
     b->conns = c;
@@ -787,9 +815,8 @@ static void hc_cancel(gw_transfer *t) {
     if (!ex->in_parse) exchange_put(ex);
 }
 
-static void on_sweep_closed(uv_handle_t *h) {
-    hc_backend *b = h->data;
-    gw_fetch *f = b->f;
+/* Once the sweep timer and every connection have closed. */
+static void backend_free(hc_backend *b) {
     while (b->spare) {
         hc_exchange *ex = b->spare;
         b->spare = ex->spare_next;
@@ -797,6 +824,13 @@ static void on_sweep_closed(uv_handle_t *h) {
         free(ex);
     }
     free(b);
+}
+
+static void on_sweep_closed(uv_handle_t *h) {
+    hc_backend *b = h->data;
+    gw_fetch *f = b->f;
+    b->sweep_closed = true;
+    if (b->open_conns == 0) backend_free(b);
     fetch_handle_closed(f);
 }
 

@@ -91,6 +91,91 @@ static void push_response_headers(lua_State *L, const char *p, size_t len) {
     }
 }
 
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Push s[0..n) query-unescaped: "+" is a space, %XX a byte (anything else stays as it is). */
+static void push_unescaped(lua_State *L, const char *s, size_t n, char *tmp) {
+    if (!memchr(s, '%', n) && !memchr(s, '+', n)) {
+        lua_pushlstring(L, s, n);
+        return;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '+') tmp[o++] = ' ';
+        else if (s[i] == '%' && i + 2 < n && (hi = hex_digit(s[i + 1])) >= 0 &&
+                 (lo = hex_digit(s[i + 2])) >= 0)
+            tmp[o++] = (char)(hi * 16 + lo), i += 2;
+        else tmp[o++] = s[i];
+    }
+    lua_pushlstring(L, tmp, o);
+}
+
+/* core.parse_query(raw) -> { key = value | { value, ... } }: a repeated key keeps every value, in
+ * order. In C: it runs for most requests that read req.query. */
+static int l_parse_query(lua_State *L) {
+    size_t len;
+    const char *raw = luaL_checklstring(L, 1, &len);
+    char small[512];
+    char *tmp = len <= sizeof small ? small : lua_newuserdata(L, len);
+    int pairs = 1; /* sized once: a table that grows is rehashed whole */
+    for (const char *a = memchr(raw, '&', len); a; a = memchr(a + 1, '&', len - (size_t)(a + 1 - raw))) pairs++;
+    lua_createtable(L, 0, pairs);
+    int t = lua_gettop(L);
+    for (const char *p = raw, *end = raw + len; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if (stop > p) {
+            const char *eq = memchr(p, '=', (size_t)(stop - p));
+            push_unescaped(L, p, (size_t)((eq ? eq : stop) - p), tmp);
+            if (eq) push_unescaped(L, eq + 1, (size_t)(stop - eq - 1), tmp);
+            else lua_pushliteral(L, "");
+            lua_pushvalue(L, -2);
+            lua_rawget(L, t);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_rawset(L, t);
+            } else if (lua_istable(L, -1)) { /* a third value or more */
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+                lua_pop(L, 2);
+            } else { /* the second: the value becomes a list */
+                lua_createtable(L, 2, 0);
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, 1);
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, 2);
+                lua_rawset(L, t);
+            }
+        }
+        p = stop + 1;
+    }
+    lua_pushvalue(L, t);
+    return 1;
+}
+
+/* core.safe_path(path) -> whether path stays on the upstream's host: it starts with one "/", and
+ * holds no "..", backslash, "#", whitespace or control character, nor an encoded dot ("%2e", which
+ * an upstream may decode into "..") or an encoded percent ("%25", which can hide one from a single
+ * decoding). One pass in C: every proxied call checks it, often twice. */
+static int l_safe_path(lua_State *L) {
+    size_t n;
+    const char *p = lua_tolstring(L, 1, &n);
+    bool ok = p && lua_type(L, 1) == LUA_TSTRING && n >= 1 && p[0] == '/' && (n < 2 || p[1] != '/');
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c <= ' ' || c == 127 || c == '\\' || c == '#') ok = false;
+        else if (c == '.' && i + 1 < n && p[i + 1] == '.') ok = false;
+        else if (c == '%' && i + 2 < n && p[i + 1] == '2' && ((p[i + 2] | 0x20) == 'e' || p[i + 2] == '5')) ok = false;
+    }
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
 /* core.parse_headers(block) -> table: a response's headers, parsed when a script first asks. */
 static int l_parse_headers(lua_State *L) {
     size_t len;
@@ -121,7 +206,7 @@ static void sleep_cancel(gw_op *op) {
 }
 
 static void on_sleep_timer_closed(uv_handle_t *h) {
-    free(h->data);
+    op_free(h->data);
 }
 
 static void sleep_release(gw_op *op) {
@@ -129,6 +214,7 @@ static void sleep_release(gw_op *op) {
 }
 
 static const gw_op_kind sleep_kind = {sleep_deliver, sleep_cancel, sleep_release};
+_Static_assert(sizeof(sleep_op) <= SMALL_BLOCK, "a sleep op fits a small block");
 
 static int l_sleep(lua_State *L) {
     gw_task *t = op_owner(L, "sleep");
@@ -167,10 +253,11 @@ static int l_request_id(lua_State *L) {
     return 1;
 }
 
-/* core.in_request() -> whether a request's handler is running (not a spec's core.run) */
-static int l_in_request(lua_State *L) {
+/* core.request_headers() -> the headers of the request being handled, as a new table | nil */
+static int l_request_headers(lua_State *L) {
     gw_task *t = runtime_of(L)->current;
-    lua_pushboolean(L, t && t->req);
+    if (!t || !t->req) return 0;
+    runtime_push_headers(L, t->req);
     return 1;
 }
 
@@ -370,9 +457,10 @@ static int l_run(lua_State *L) {
 int luaopen_luagate_core(lua_State *L) {
     gw_runtime *rt = lua_touserdata(L, lua_upvalueindex(1));
     static const luaL_Reg fns[] = {
-        {"sleep", l_sleep},   {"cancel", l_cancel},   {"request_id", l_request_id}, {"in_request", l_in_request},
+        {"sleep", l_sleep},   {"cancel", l_cancel},   {"request_id", l_request_id}, {"request_headers", l_request_headers},
         {"now", l_now},             {"log", l_log},       {"list_dir", l_list_dir},
-        {"stats", l_stats},         {"parse_headers", l_parse_headers},             {"listen", l_listen},
+        {"stats", l_stats},         {"parse_headers", l_parse_headers}, {"parse_query", l_parse_query}, {"safe_path", l_safe_path},
+        {"listen", l_listen},
         {"close_server", l_close_server},                 {"run", l_run},
         {NULL, NULL}};
     lua_newtable(L);

@@ -101,6 +101,7 @@ struct upstream_stream {
 
 static void stream_free(upstream_stream *s) {
     gw_task *t = s->task;
+    gw_runtime *rt = t->rt;
     if (s->prev) s->prev->next = s->next;
     else t->streams = s->next;
     if (s->next) s->next->prev = s->prev;
@@ -109,7 +110,7 @@ static void stream_free(upstream_stream *s) {
     buf_free(&s->buf);
     buf_free(&s->head);
     free(s->error);
-    free(s);
+    small_free(rt, s);
 }
 
 static upstream_stream *stream_find(gw_task *t, lua_Integer id) {
@@ -141,10 +142,11 @@ typedef struct fetch_op {
     gw_buf body;    /* a buffered answer, taken from the transfer */
 } fetch_op;
 
-static void fetch_op_head(fetch_op *f, const gw_fetch_head *h) {
+/* The head, kept in into (the op's for a buffered call, the stream's for a streamed one). */
+static void fetch_op_head(fetch_op *f, const gw_fetch_head *h, gw_buf *into) {
     f->status = h->status;
-    f->head.len = 0;
-    buf_append(&f->head, h->block, h->block_len);
+    into->len = 0;
+    buf_append(into, h->block, h->block_len);
     f->has_ctype = h->content_type != NULL;
     if (f->has_ctype) {
         f->ctype_off = (size_t)(h->content_type - h->block);
@@ -161,7 +163,8 @@ static void fetch_op_fail(fetch_op *f, const gw_fetch_error *e) {
 
 /* Buffered calls: the answer whole. */
 static void buffered_on_head(void *data, const gw_fetch_head *h) {
-    fetch_op_head(data, h);
+    fetch_op *f = data;
+    fetch_op_head(f, h, &f->head);
 }
 
 static bool buffered_on_body(void *data, const char *chunk, size_t len) {
@@ -196,8 +199,9 @@ static int fetch_deliver(gw_op *op, lua_State *co) {
     lua_pushinteger(co, f->status);
     if (f->stream) lua_pushinteger(co, f->stream->id);
     else lua_pushlstring(co, f->body.data ? f->body.data : "", f->body.len);
-    lua_pushlstring(co, f->head.data ? f->head.data : "", f->head.len);
-    if (f->has_ctype) lua_pushlstring(co, f->head.data + f->ctype_off, f->ctype_len);
+    const gw_buf *head = f->stream ? &f->stream->head : &f->head; /* the stream outlives the op */
+    lua_pushlstring(co, head->data ? head->data : "", head->len);
+    if (f->has_ctype) lua_pushlstring(co, head->data + f->ctype_off, f->ctype_len);
     else lua_pushnil(co);
     return 4;
 }
@@ -216,10 +220,12 @@ static void fetch_op_release(gw_op *op) {
     free(f->error);
     buf_free(&f->head);
     buf_free(&f->body);
-    free(f);
+    op_free(op);
 }
 
 static const gw_op_kind fetch_kind = {fetch_deliver, fetch_op_cancel, fetch_op_release};
+_Static_assert(sizeof(fetch_op) <= SMALL_BLOCK, "a fetch op fits a small block");
+_Static_assert(sizeof(upstream_stream) <= SMALL_BLOCK, "a stream fits a small block");
 
 /* ---- what a stream hears from its transfer ---- */
 
@@ -231,9 +237,8 @@ static void stream_on_head(void *data, const gw_fetch_head *h) {
     upstream_stream *s = data;
     fetch_op *f = s->head_op;
     s->length = h->content_length;
-    buf_append(&s->head, h->block, h->block_len);
     s->head_op = NULL; /* from here on the stream outlives the op: the task holds it */
-    fetch_op_head(f, h);
+    fetch_op_head(f, h, &s->head);
     op_complete(&f->op);
 }
 
@@ -341,10 +346,10 @@ static int l_fetch(lua_State *L) {
         return 2;
     }
     fetch_op *f = (fetch_op *)op_new(t, &fetch_kind, sizeof *f);
-    upstream_stream *s = r->stream ? calloc(1, sizeof *s) : NULL;
+    upstream_stream *s = r->stream ? small_alloc(rt, sizeof *s) : NULL;
     if (!f || (r->stream && !s)) {
         free(a.more);
-        free(s);
+        if (s) small_free(rt, s);
         if (f) op_discard(&f->op);
         return luaL_error(L, "fetch: out of memory");
     }
@@ -359,7 +364,7 @@ static int l_fetch(lua_State *L) {
             t->streams = s;
             f->stream = s;
         } else {
-            free(s);
+            small_free(rt, s);
         }
     } else {
         rc = fetch_start(rt->fetch, r, &buffered_events, f, &xfer, &err);
@@ -406,11 +411,7 @@ static void read_cancel(gw_op *op) {
     ((read_op *)op)->s->reader = NULL;
 }
 
-static void op_free_plain(gw_op *op) {
-    free(op);
-}
-
-static const gw_op_kind read_kind = {read_deliver, read_cancel, op_free_plain};
+static const gw_op_kind read_kind = {read_deliver, read_cancel, op_free};
 
 static void reader_wake(upstream_stream *s) {
     if (s->reader && (stream_avail(s) > 0 || s->ended)) {
@@ -477,7 +478,7 @@ static void pipe_cancel(gw_op *op) {
 
 static void pipe_release(gw_op *op) {
     free(((pipe_op *)op)->error);
-    free(op);
+    op_free(op);
 }
 
 static const gw_op_kind pipe_kind = {pipe_deliver, pipe_cancel, pipe_release};
@@ -567,8 +568,8 @@ static void pass_headers(gw_runtime *rt, const gw_buf *block, gw_response *resp)
     }
 }
 
-/* core.pipe(stream, status, content_type, headers) -> id: resumes with (true) once the client has
- * the whole body, or (nil, err) */
+/* core.pipe(stream, status, content_type, headers) -> true when the whole answer went out at once,
+ * else id: resumes with (true) once the client has the whole body, or (nil, err) */
 static int l_pipe(lua_State *L) {
     gw_task *t = op_owner(L, "pipe");
     gw_runtime *rt = runtime_of(L);
@@ -587,8 +588,18 @@ static int l_pipe(lua_State *L) {
     s->pipe_op = &p->op;
     t->pipe = s;
     t->answered = true;
-    /* The upstream's length holds only when the whole body is still to be sent as it came. */
-    if (server_respond_head(t->req, &resp, s->length) < 0) {
+    if (s->ended && !s->error) {
+        /* All of it is here already (a small answer): one write, head and body, and the handler
+         * goes on at once instead of waiting to be resumed. */
+        resp.body = s->buf.data ? s->buf.data + s->off : "";
+        resp.body_len = stream_avail(s);
+        server_respond(t->req, &resp);
+        s->pipe_op = NULL;
+        op_discard(&p->op);
+        stream_free(s);
+        lua_pushboolean(L, 1);
+        return 1;
+    } else if (server_respond_head(t->req, &resp, s->length) < 0) {
         pipe_finish(s, true);
     } else {
         pipe_flush(s);

@@ -55,7 +55,7 @@ static void body_cancel(gw_op *op) {
 }
 
 static void body_release(gw_op *op) {
-    free(op);
+    op_free(op);
 }
 
 static const gw_op_kind body_kind = {body_deliver, body_cancel, body_release};

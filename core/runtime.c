@@ -21,9 +21,37 @@ struct gw_lua_app {
 
 /* ---- tasks ---- */
 
+#define MAX_SPARE_TASKS 256
+#define MAX_SMALL 4096
+
+void *small_alloc(gw_runtime *rt, size_t size) {
+    void *p = rt->small;
+    if (!p) return calloc(1, SMALL_BLOCK);
+    rt->small = *(void **)p;
+    rt->nsmall--;
+    memset(p, 0, size);
+    return p;
+}
+
+void small_free(gw_runtime *rt, void *p) {
+    if (rt->nsmall >= MAX_SMALL) {
+        free(p);
+        return;
+    }
+    *(void **)p = rt->small;
+    rt->small = p;
+    rt->nsmall++;
+}
+
 gw_task *task_new(gw_runtime *rt, lua_State *host) {
-    gw_task *t = calloc(1, sizeof *t);
-    if (!t) return NULL;
+    gw_task *t = rt->spare_tasks;
+    if (t) {
+        rt->spare_tasks = *(gw_task **)t;
+        rt->nspare_tasks--;
+        memset(t, 0, sizeof *t);
+    } else if (!(t = calloc(1, sizeof *t))) {
+        return NULL;
+    }
     t->rt = rt;
     if (rt->nspare) {
         struct spare_thread *s = &rt->spare[--rt->nspare];
@@ -49,7 +77,13 @@ void task_free(gw_task *t) {
         luaL_unref(rt->L, LUA_REGISTRYINDEX, t->co_ref);
     }
     rt->ntasks--;
-    free(t);
+    if (rt->nspare_tasks < MAX_SPARE_TASKS) {
+        *(gw_task **)t = rt->spare_tasks;
+        rt->spare_tasks = t;
+        rt->nspare_tasks++;
+    } else {
+        free(t);
+    }
 }
 
 static const char *request_label(const gw_task *t) {
@@ -64,12 +98,21 @@ static void respond_error(gw_task *t, int status, const char *message) {
 
 bool runtime_header_skipped(const char *name, size_t len) {
     /* The server writes these itself, from the body it sends and the connection's state; and the
-     * hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, never passed on. */
-    static const char *const own[] = {"content-length", "transfer-encoding", "connection", "date",
-                                      "x-request-id", "content-type", "keep-alive", "te", "trailer",
-                                      "upgrade", "proxy-connection", "proxy-authenticate"};
-    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
-        if (strlen(own[i]) == len && strncasecmp(name, own[i], len) == 0) return true;
+     * hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, never passed on. Found by
+     * length first: this runs for every header of every answer passed on. */
+    static const char *const by_len[][3] = {
+        [2] = {"te"},
+        [4] = {"date"},
+        [7] = {"upgrade", "trailer"},
+        [10] = {"connection", "keep-alive"},
+        [12] = {"x-request-id", "content-type"},
+        [14] = {"content-length"},
+        [16] = {"proxy-connection"},
+        [17] = {"transfer-encoding"},
+    };
+    if (len >= sizeof by_len / sizeof by_len[0]) return false;
+    for (int i = 0; i < 3 && by_len[len][i]; i++)
+        if (strncasecmp(name, by_len[len][i], len) == 0) return true;
     return false;
 }
 
@@ -204,8 +247,9 @@ void task_resume(gw_task *t, int nargs) {
 /* ---- ops ---- */
 
 gw_op *op_new(gw_task *t, const gw_op_kind *kind, size_t size) {
-    gw_op *op = calloc(1, size);
+    gw_op *op = small_alloc(t->rt, size);
     if (!op) return NULL;
+    op->rt = t->rt;
     op->task = t;
     op->kind = kind;
     op->id = ++t->next_op_id;
@@ -231,6 +275,10 @@ static void on_op_ready(gw_ready_item *it) {
     int n = op->kind->deliver(op, t->co);
     op->kind->release(op);
     task_resume(t, n + 1);
+}
+
+void op_free(gw_op *op) {
+    small_free(op->rt, op);
 }
 
 void op_complete(gw_op *op) {
@@ -261,20 +309,9 @@ static bool repeated_name(const gw_request *r, size_t i) {
     return false;
 }
 
-/* Push the request's parts as the arguments of the Lua entry point (luagate's serve): method,
- * path, raw_query, target, body, id, remote_addr, http_version, headers. Returns their count. */
-static int push_request(lua_State *co, const gw_request *r) {
-    lua_pushstring(co, r->method);
-    lua_pushlstring(co, r->path, r->path_len);
-    lua_pushlstring(co, r->query, r->query_len);
-    lua_pushlstring(co, r->target, r->target_len);
-    if (r->body_complete) lua_pushlstring(co, r->body, r->body_len);
-    else lua_pushboolean(co, 0); /* still arriving: the Lua side waits for it or streams it */
-    lua_pushstring(co, r->id);
-    lua_pushstring(co, r->remote);
-    lua_pushlstring(co, r->http_minor == 0 ? "1.0" : "1.1", 3);
-
-    /* Names are lower-case already; repeated headers are joined as RFC 9110 5.3 allows. */
+/* The request's headers as a table: names are lower-case already; repeated headers are joined as
+ * RFC 9110 5.3 allows (cookies with "; "). Built only when a handler first asks (req.headers). */
+void runtime_push_headers(lua_State *co, const gw_request *r) {
     lua_createtable(co, 0, (int)r->nheaders);
     for (size_t i = 0; i < r->nheaders; i++) {
         const gw_header *h = &r->headers[i];
@@ -291,7 +328,22 @@ static int push_request(lua_State *co, const gw_request *r) {
         }
         lua_rawset(co, -3);
     }
-    return 9;
+}
+
+/* Push the request's parts as the arguments of the Lua entry point (luagate's serve): method,
+ * path, raw_query, target, body, remote_addr, http_version. Returns their count. The id and the
+ * headers are fetched when a handler asks for them: most never do, and each costs a new string or
+ * table per request. */
+static int push_request(lua_State *co, const gw_request *r) {
+    lua_pushstring(co, r->method);
+    lua_pushlstring(co, r->path, r->path_len);
+    lua_pushlstring(co, r->query, r->query_len);
+    lua_pushlstring(co, r->target, r->target_len);
+    if (r->body_complete) lua_pushlstring(co, r->body, r->body_len);
+    else lua_pushboolean(co, 0); /* still arriving: the Lua side waits for it or streams it */
+    lua_pushstring(co, r->remote);
+    lua_pushlstring(co, r->http_minor == 0 ? "1.0" : "1.1", 3);
+    return 7;
 }
 
 static void on_request(gw_request *req, void *data) {
@@ -405,6 +457,16 @@ lua_State *runtime_lua(gw_runtime *rt) {
 static void on_ready_closed(gw_ready *r) {
     gw_runtime *rt = (gw_runtime *)((char *)r - offsetof(gw_runtime, ready));
     buf_free(&rt->scratch);
+    while (rt->spare_tasks) {
+        gw_task *t = rt->spare_tasks;
+        rt->spare_tasks = *(gw_task **)t;
+        free(t);
+    }
+    while (rt->small) {
+        void *p = rt->small;
+        rt->small = *(void **)p;
+        free(p);
+    }
     free(rt);
 }
 

@@ -9,6 +9,8 @@
 -- gateway.conf, never from the client.
 local gw = require "luagate"
 
+local STREAM = { stream = true }
+
 gw.get("/v1/proxy", function(req)
   local path = req.query.path
   if not gw.is_safe_path(path) then
@@ -16,7 +18,7 @@ gw.get("/v1/proxy", function(req)
     return 400, { error = "query parameter 'path' must be an absolute path such as /users/1" }
   end
 
-  local res, err = gw.fetch("api", path, { stream = true })
+  local res, err = gw.fetch("api", path, STREAM)
   if not res then
     return gw.upstream_error(err) -- 504 on timeout, 502 when refused or unreachable
   end

@@ -25,7 +25,7 @@ local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
 local app = { router = router.new(), upstreams = {}, befores = {}, afters = {} }
-local headers_mt, request_mt = request.headers_mt, request.mt
+local request_mt = request.mt
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 local chain -- defined with the middleware, below
 
@@ -203,17 +203,10 @@ end
 -- Fetch
 
 --- true when path is a path on the upstream's host: it starts with one "/", and holds no "..",
---- backslash, whitespace or control characters that could lead elsewhere.
-local byte, find = string.byte, string.find
-
-function M.is_safe_path(path)
-  if type(path) ~= "string" or byte(path, 1) ~= 47 or byte(path, 2) == 47 then return false end -- "/", not "//"
-  if find(path, "[%s%c\\#]") or find(path, "..", 1, true) then return false end
-  -- An encoded dot ("%2e") is never needed and may be decoded into ".." upstream; an encoded
-  -- percent ("%25") can hide one from a single decoding.
-  if find(path, "%", 1, true) and (find(path, "%%2[eE]") or find(path, "%%25")) then return false end
-  return true
-end
+--- backslash, "#", whitespace or control characters that could lead elsewhere, and no encoded dot
+--- ("%2e") or percent ("%25") that an upstream's decoding could turn into "..".
+M.is_safe_path = core.safe_path
+local find = string.find
 
 local function header_lines(lines, headers)
   for k, v in pairs(headers) do
@@ -233,8 +226,6 @@ local NO_OPTS = {}
 -- the tables gw.upstreams() returns hold only what was set. Connections belong to the upstream's
 -- name, not to this: a change of settings keeps them (unless the address changed).
 local prepared = setmetatable({}, { __mode = "k" })
-local SETTINGS = { "url", "headers", "auth", "timeout", "connect_timeout", "read_timeout", "keepalive",
-                   "retries", "client", "max_response_body" }
 
 local function prepare_upstream(name, up)
   local lines, auth = {}, up.auth
@@ -243,22 +234,19 @@ local function prepare_upstream(name, up)
   local handle, err = core.upstream(name, up.url, lines, userpwd, auth and auth.bearer, up.connect_timeout,
     up.timeout, up.read_timeout, up.keepalive, up.retries, up.client, up.max_response_body or app.max_response_body)
   if not handle then return nil, err end
-  local p = { handle = handle, lines = lines, bearer = auth and auth.bearer, user = auth and auth.user,
-              password = auth and auth.password }
-  for _, k in ipairs(SETTINGS) do p[k] = up[k] end
+  local p = { handle = handle, lines = lines, url = up.url, headers = up.headers, auth = auth,
+              bearer = auth and auth.bearer, user = auth and auth.user, password = auth and auth.password }
   prepared[up] = p
   return p
 end
 
--- up's prepared state, made again when it was given other settings since (a new table for its
--- headers or auth, a new token, user or password, URL or timeout): a few comparisons, with no
--- allocation, per fetch. Entries changed inside its headers table are not seen (see gw.upstreams).
+-- up's prepared state, made again when it was given other headers, auth or URL since (a new table
+-- for its headers or auth, a new token, user or password): a few comparisons, with no allocation,
+-- per fetch. Entries changed inside its headers table, and its other settings changed in place,
+-- are not seen: gw.upstreams { name = {...} } replaces an upstream whole (see gw.upstreams).
 local function prepared_for(name, up)
   local p = prepared[up]
-  if p and p.url == up.url and p.headers == up.headers and p.timeout == up.timeout
-     and p.connect_timeout == up.connect_timeout and p.read_timeout == up.read_timeout
-     and p.keepalive == up.keepalive and p.retries == up.retries and p.client == up.client
-     and p.max_response_body == up.max_response_body then
+  if p and p.url == up.url and p.headers == up.headers then
     local auth = up.auth
     if p.auth == auth and (not auth or (p.bearer == auth.bearer and p.user == auth.user
                                         and p.password == auth.password)) then
@@ -565,8 +553,7 @@ local function send_streamed(status, body, headers)
   local ctype
   if headers ~= nil then headers, ctype = normalise_headers(headers) end
   if type(body) == "table" then
-    core.pipe(rawget(body, "_stream"), status, ctype or body.content_type, headers)
-    yield(WAIT)
+    if core.pipe(rawget(body, "_stream"), status, ctype or body.content_type, headers) ~= true then yield(WAIT) end
     return
   end
   core.respond_head(status, ctype or TEXT_TYPE, headers)
@@ -583,11 +570,12 @@ local function gather(body)
   return table.concat(parts)
 end
 
--- The handler's answer, out: whole bodies go back to C as values; streams are sent from here.
-local function respond(status, body, headers)
+-- The handler's answer, out: whole bodies go back to C as values; streams are sent from here
+-- (live: a client is there; specs' core.run has none).
+local function respond(live, status, body, headers)
   if getmetatable(body) == response_mt then
     local res = body
-    if rawget(res, "_stream") and core.in_request() then return send_streamed(status or 200, res, headers) end
+    if live and rawget(res, "_stream") then return send_streamed(status or 200, res, headers) end
     body = rawget(res, "_stream") and gather(res) or res.body
     local ctype = res.content_type
     if ctype and not has_content_type(headers) then -- the response's own type, unless one is given
@@ -596,7 +584,7 @@ local function respond(status, body, headers)
       h["Content-Type"], headers = ctype, h
     end
   elseif type(body) == "function" then
-    if core.in_request() then return send_streamed(status or 200, body, headers) end
+    if live then return send_streamed(status or 200, body, headers) end
     body = gather(body)
   end
   return finish(status, body, headers)
@@ -618,34 +606,42 @@ local function take_body(r, req)
   return whole ~= nil
 end
 
--- The server's entry point for each request, with the request's parts as arguments: a table
--- constructor with constant keys is much cheaper than filling the table from C.
-local function new_request(method, path, raw_query, target, body, id, remote_addr, http_version, headers)
+-- A request table like the server's, for serve and stub servers: its id and headers come from the
+-- server when first read (request.lua).
+local function new_request(method, path, raw_query, target, body, remote_addr, http_version)
   return setmetatable({
-    method = method, path = path, raw_query = raw_query, target = target, body = body, id = id,
-    remote_addr = remote_addr, http_version = http_version, headers = setmetatable(headers, headers_mt),
+    method = method, path = path, raw_query = raw_query, target = target, body = body,
+    remote_addr = remote_addr, http_version = http_version,
   }, request_mt)
 end
 
-local function serve_with(r, befores, afters, ...)
-  local req = new_request(...)
-  if req.body == false and not take_body(r, req) then return end
-  return respond(dispatch_with(r, req, befores, afters))
-end
-
-local function serve(...)
-  return serve_with(app.router, app.befores, app.afters, ...)
+-- The server's entry point for each request, with the request's parts as arguments: a table
+-- constructor with constant keys is much cheaper than filling the table from C.
+local function serve(method, path, raw_query, target, body, remote_addr, http_version)
+  -- params and route are set by the router: named here, they size the table for what comes later
+  -- (query, id, headers), as a table that grows is rehashed whole.
+  local req = setmetatable({
+    method = method, path = path, raw_query = raw_query, target = target, body = body,
+    remote_addr = remote_addr, http_version = http_version, params = false, route = false,
+  }, request_mt)
+  local r = app.router
+  if body == false and not take_body(r, req) then return end
+  return respond(true, dispatch_with(r, req, app.befores, app.afters))
 end
 M._serve = serve
 
 -- An entry point like serve for another router (stub upstreams in specs).
 function M._server_for(r)
-  return function(...) return serve_with(r, nil, nil, ...) end
+  return function(...)
+    local req = new_request(...)
+    if req.body == false and not take_body(r, req) then return end
+    return respond(true, dispatch_with(r, req))
+  end
 end
 
 -- Dispatch a request table made by luagate.request.new (specs).
 function M._dispatch(req)
-  return respond(dispatch_with(app.router, req, app.befores, app.afters))
+  return respond(false, dispatch_with(app.router, req, app.befores, app.afters))
 end
 
 -- Specs: answer fetches from fn(call) -> response table | nil, err instead of the network.

@@ -22,20 +22,12 @@ function M.escape(s)
 end
 
 -- "a=1&b=2&a=3" -> { a = { "1", "3" }, b = "2" }: a repeated key keeps every value, in order.
+-- In C: most requests that read req.query would otherwise spend more here than in the rest of
+-- their Lua.
+local parse_query = core.parse_query
 function M.decode_query(raw)
-  local q = {}
-  if not raw or raw == "" then return q end
-  for pair in raw:gmatch("[^&]+") do
-    local eq = find(pair, "=", 1, true)
-    local k, v = pair, ""
-    if eq then k, v = pair:sub(1, eq - 1), pair:sub(eq + 1) end
-    k, v = unescape(k), unescape(v)
-    local old = q[k]
-    if old == nil then q[k] = v
-    elseif type(old) == "table" then old[#old + 1] = v
-    else q[k] = { old, v } end
-  end
-  return q
+  if not raw or raw == "" then return {} end
+  return parse_query(raw)
 end
 
 function M.encode_query(t)
@@ -83,12 +75,21 @@ function methods.read(req)
   return b ~= "" and b or nil
 end
 
+-- What a request computes on first use: its query, and (for one the server made) its id and
+-- headers, which most handlers never read.
+local lazy = {
+  query = function(req) return M.decode_query(rawget(req, "raw_query")) end,
+  id = function() return core.request_id() end,
+  headers = function() return setmetatable(core.request_headers() or {}, M.headers_mt) end,
+}
+
 M.mt = {
   __index = function(req, k)
-    if k == "query" then
-      local q = M.decode_query(rawget(req, "raw_query"))
-      rawset(req, "query", q)
-      return q
+    local make = lazy[k]
+    if make then
+      local v = make(req)
+      rawset(req, k, v)
+      return v
     end
     return methods[k]
   end,
