@@ -52,6 +52,7 @@ struct gw_conn {
     bool discard_body;  /* ... with no body allowed (HEAD, 204, 304): pieces are dropped */
     bool stream_keep_alive;
     bool want_writable; /* the app waits for the queue to go down */
+    bool continue_sent; /* "100 Continue" went out for the request in flight */
     size_t queued_at_timer; /* queued output when the send timer was armed: progress check */
     uint64_t deadline;      /* when the current timeout expires (loop time, ms); 0: none */
     uint64_t timer_due;     /* when the uv timer fires: never after deadline */
@@ -120,6 +121,10 @@ static void timer_set(gw_conn *c, uint64_t ms) {
 /* ---- closing ---- */
 
 static void conn_free(gw_conn *c) {
+    if (c->ready.queued) {
+        ready_cancel(&c->srv->ready, &c->ready);
+        conn_abort_request(c);
+    }
     request_parser_free(&c->rp);
     buf_free(&c->pending);
     buf_free(&c->out);
@@ -149,11 +154,18 @@ static void conn_abort_request(gw_conn *c) {
     c->srv->app.on_abort(&c->req, c->srv->app.data);
 }
 
+static void on_abort_ready(gw_ready_item *it) {
+    conn_abort_request((gw_conn *)((char *)it - offsetof(gw_conn, ready)));
+}
+
+/* The app hears that its request is gone from the loop: never inside one of its own calls that
+ * failed (a write to a client that left), and always before the memory goes, as the ready list
+ * runs before libuv's close callbacks (conn_free makes sure of it all the same). */
 void conn_close(gw_conn *c) {
     if (c->closing) return;
     c->closing = true;
     ready_cancel(&c->srv->ready, &c->ready);
-    conn_abort_request(c);
+    if (c->in_flight) ready_push(&c->srv->ready, &c->ready, on_abort_ready);
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
     transport_close(tr(c));
 }
@@ -345,8 +357,7 @@ int server_write_body(gw_request *req, const char *data, size_t len) {
         r = transport_write(tr(c), &b, 1);
     }
     if (r < 0) {
-        c->in_flight = false; /* the app is told by the return value, not by on_abort */
-        conn_close(c);
+        conn_close(c); /* the app hears of it by the return value, and by on_abort from the loop */
         return r;
     }
     return stream_queue_state(c);
@@ -358,7 +369,6 @@ void server_end_body(gw_request *req) {
     if (c->chunked_out) {
         uv_buf_t last = uv_buf_init("0\r\n\r\n", 5);
         if (transport_write(tr(c), &last, 1) < 0) {
-            c->in_flight = false;
             conn_close(c);
             return;
         }
@@ -376,9 +386,21 @@ void server_abort_body(gw_request *req) {
 
 /* ---- request bodies still arriving ---- */
 
+/* A client that waits for "100 Continue" before sending its body (curl does for large ones) gets
+ * it once the app wants the body: never for a request answered without it (401, 413). */
+void server_body_want(gw_request *req) {
+    gw_conn *c = conn_of_request(req);
+    if (!c->rp.expect_continue || c->continue_sent || !c->rp.in_message || c->closing) return;
+    c->continue_sent = true;
+    static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t b = uv_buf_init(cont, sizeof cont - 1);
+    if (transport_write(tr(c), &b, 1) < 0) conn_close(c);
+}
+
 void server_body_stream(gw_request *req) {
     gw_conn *c = conn_of_request(req);
     c->rp.stream_body = true;
+    server_body_want(req);
 }
 
 long server_body_peek(gw_request *req, const char **data, bool *ended) {
@@ -427,15 +449,8 @@ static void on_request_begin(void *owner) {
     timer_set(c, c->srv->limits.read_timeout_ms);
 }
 
-static int on_expect_continue(void *owner) {
-    static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    uv_buf_t b = uv_buf_init(cont, sizeof cont - 1);
-    return transport_write(tr(owner), &b, 1) < 0 ? -1 : 0;
-}
-
 static const request_parser_events parser_events = {
     .on_begin = on_request_begin,
-    .on_expect_continue = on_expect_continue,
 };
 
 /* The gw_request the app gets, from what the parser holds. false: it was refused (answered). */
@@ -448,8 +463,6 @@ static bool conn_build(gw_conn *c) {
     if (status) conn_fail(c, status, status == 400 ? "bad request" : "out of memory");
     return status == 0;
 }
-
-enum { PARSE_HEAD = PARSE_CLOSE + 1 }; /* a head is complete, its body still to come */
 
 /* Feed bytes to the parser. A request is built once it is complete, or once its head is and its
  * body is still to come (PARSE_HEAD): waiting for a large body before the app sees the request
@@ -469,7 +482,7 @@ static int conn_parse(gw_conn *c, const char *data, size_t len, size_t *used) {
         return PARSE_FAILED;
     }
     if (c->in_flight) return o;
-    bool head_only = o == PARSE_MORE && request_parser_expects_body(&c->rp);
+    bool head_only = o == PARSE_HEAD || (o == PARSE_MORE && request_parser_expects_body(&c->rp));
     if (o != PARSE_REQUEST && !head_only) return o;
     if (!conn_build(c)) return PARSE_FAILED;
     c->req.body_complete = !head_only;
@@ -479,6 +492,7 @@ static int conn_parse(gw_conn *c, const char *data, size_t len, size_t *used) {
 static void conn_dispatch(gw_conn *c, bool early) {
     c->in_flight = true;
     c->early = early;
+    c->continue_sent = false;
     /* A body the app will wait for keeps the read deadline; else the time is the app's. */
     timer_set(c, early ? c->srv->limits.read_timeout_ms : 0);
     c->srv->app.on_request(&c->req, c->srv->app.data);
@@ -522,7 +536,23 @@ static void conn_process(gw_conn *c) {
             c->pending_off = 0;
             buf_reset(&c->pending, KEEP_BUF);
         }
-        if (o == PARSE_REQUEST || o == PARSE_HEAD) conn_dispatch(c, o == PARSE_HEAD);
+        if (o == PARSE_REQUEST) conn_dispatch(c, false);
+        if (o == PARSE_HEAD) {
+            conn_dispatch(c, true);
+            /* What came with the head is body: taken out of pending, which is for what follows it. */
+            size_t rest = c->pending.len - c->pending_off;
+            if (rest && c->in_flight && c->rp.in_message && !c->closing) {
+                char *body = malloc(rest);
+                if (!body) {
+                    conn_close(c);
+                    return;
+                }
+                memcpy(body, c->pending.data + c->pending_off, rest);
+                c->pending.len = c->pending_off = 0;
+                conn_body_bytes(c, body, rest);
+                free(body);
+            }
+        }
     }
     if (c->close_after && !c->in_flight && !c->rp.in_message) conn_end(c);
 }
@@ -574,12 +604,20 @@ static void on_read(gw_transport *t, const char *data, size_t n) {
     if (c->rp.in_message) timer_set(c, c->srv->limits.read_timeout_ms);
     size_t used = 0;
     int o = conn_parse(c, data, n, &used);
-    if (o != PARSE_REQUEST && o != PARSE_HEAD) return;
+    if (o == PARSE_HEAD) {
+        /* The app chooses how to take the body while it is handed the request; what came with
+         * the head is body, read that way. */
+        conn_dispatch(c, true);
+        if (used < n && c->in_flight && c->rp.in_message && !c->closing && !c->lingering)
+            conn_body_bytes(c, data + used, n - used);
+        return;
+    }
+    if (o != PARSE_REQUEST) return;
     if (used < n && buf_append(&c->pending, data + used, n - used)) {
         conn_close(c);
         return;
     }
-    conn_dispatch(c, o == PARSE_HEAD);
+    conn_dispatch(c, false);
 }
 
 static const gw_transport_events conn_events = {

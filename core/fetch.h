@@ -105,7 +105,8 @@ typedef struct gw_fetch_head {
     size_t block_len;
     const char *content_type; /* NULL when there is none */
     size_t content_type_len;
-    int64_t content_length; /* -1 when unknown */
+    int64_t content_length; /* as the head says it; -1 when it does not */
+    bool no_body;           /* none follows, whatever the head says: HEAD, 204, 304 */
 } gw_fetch_head;
 
 typedef struct gw_fetch_events {

@@ -75,6 +75,7 @@ struct curl_backend {
 };
 
 static void backend_run(curl_backend *b, curl_socket_t fd, int flags);
+static void on_wake(gw_ready_item *it);
 
 /* ---- sockets and timer ---- */
 
@@ -439,11 +440,12 @@ static bool append_block(curl_xfer *x, const gw_buf *block) {
     return true;
 }
 
-static void set_method(CURL *e, gw_transfer *t, bool plain_get) {
+static void set_method(CURL *e, curl_xfer *x, gw_transfer *t, bool plain_get) {
     const char *m = t->method;
     if (t->source) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read_body);
+        curl_easy_setopt(e, CURLOPT_READDATA, x);
         curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)t->source->length);
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m);
     } else if (t->has_body) {
@@ -477,7 +479,7 @@ static int curl_start(gw_transfer *t, bool fresh) {
     x->used = true;
     x->plain_get = plain_get;
     curl_easy_setopt(e, CURLOPT_URL, t->target.data);
-    set_method(e, t, plain_get);
+    set_method(e, x, t, plain_get);
     bool fresh_connect = pool_choose(b, x, t->up->pool) || fresh;
     curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, fresh_connect ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_FORBID_REUSE, x->keeps ? 0L : 1L);
@@ -514,14 +516,24 @@ static void head_of(const curl_xfer *x, gw_fetch_head *h) {
     *h = (gw_fetch_head){.status = x->status, .http_minor = 1, .block = x->head.data ? x->head.data : "",
                          .block_len = x->head.len, .content_length = -1};
     if (x->head.len >= 8 && memcmp(x->head.data, "HTTP/1.0", 8) == 0) h->http_minor = 0;
+    h->no_body = x->status == 204 || x->status == 304 || strcmp(x->t->method, "HEAD") == 0;
     curl_off_t cl = -1;
     if (curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK && cl >= 0)
         h->content_length = cl;
-    char *ct = NULL;
-    curl_easy_getinfo(x->easy, CURLINFO_CONTENT_TYPE, &ct);
-    if (ct) {
-        h->content_type = ct;
-        h->content_type_len = strlen(ct);
+    /* The content type as a span of the block (the facade's callers keep offsets into it): the
+     * value of the last Content-Type line, trimmed. */
+    const char *p = x->head.data, *end = p + x->head.len;
+    for (const char *line = p; line && line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        const char *stop = eol ? eol : end;
+        if (stop - line > 13 && strncasecmp(line, "content-type:", 13) == 0) {
+            const char *v = line + 13, *ve = stop;
+            while (v < ve && (*v == ' ' || *v == '\t')) v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            h->content_type = v;
+            h->content_type_len = (size_t)(ve - v);
+        }
+        line = eol ? eol + 1 : NULL;
     }
 }
 
@@ -561,6 +573,10 @@ static bool report(curl_xfer *x) {
         if (pause) x->reader_paused = true;
     }
     if (x->pending_off == x->pending.len) x->pending.len = x->pending_off = 0;
+    /* libcurl paused itself because the buffer filled inside one of its runs, and the reader took
+     * it all since: nobody else would unpause it. */
+    if (x->paused_recv && !x->reader_paused && x->pending.len == 0)
+        ready_push(&x->b->ready, &x->wake, on_wake);
     return true;
 }
 

@@ -411,7 +411,7 @@ static int on_headers_complete(llhttp_t *p) {
         .content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1,
     };
     bool head_request = strcmp(ex->t->method, "HEAD") == 0;
-    if (status == 204 || status == 304 || head_request) h.content_length = 0;
+    h.no_body = head_request || status == 204 || status == 304;
     if (!fetch_head(ex->t, &h)) {
         ex->t = NULL; /* it is gone: the facade detached us */
         return HPE_USER;

@@ -56,7 +56,7 @@ static int l_upstream(lua_State *L) {
     c.deadlines.idle = ms_field(L, 8);
     c.keepalive = lua_isnumber(L, 9) ? (long)lua_tointeger(L, 9) : -1;
     c.retries = (int)lua_tointeger(L, 10);
-    c.backend = lua_isstring(L, 11) && strcmp(lua_tostring(L, 11), "curl") == 0 ? FETCH_CURL : FETCH_AUTO;
+    c.backend = lua_type(L, 11) == LUA_TSTRING && strcmp(lua_tostring(L, 11), "curl") == 0 ? FETCH_CURL : FETCH_AUTO;
     c.max_body = (size_t)luaL_optnumber(L, 12, 64 << 20);
     upstream_ud *ud = lua_newuserdata(L, sizeof *ud);
     ud->up = NULL;
@@ -93,7 +93,8 @@ struct upstream_stream {
     gw_buf buf;          /* body bytes nobody took yet */
     size_t off;
     gw_buf head;         /* the answer's header block, for a pipe to pass its headers on */
-    int64_t length;      /* the body's length when the upstream said it, else -1 */
+    int64_t length;      /* the bytes of body to come when known, else -1 */
+    int64_t declared;    /* the length its head declared (what a HEAD answer repeats), else -1 */
     bool ended;
     bool paused;
     char *error;         /* "kind: detail" when it failed */
@@ -236,7 +237,8 @@ static void pipe_finish(upstream_stream *s, bool client_gone);
 static void stream_on_head(void *data, const gw_fetch_head *h) {
     upstream_stream *s = data;
     fetch_op *f = s->head_op;
-    s->length = h->content_length;
+    s->declared = h->content_length;
+    s->length = h->no_body ? 0 : h->content_length;
     s->head_op = NULL; /* from here on the stream outlives the op: the task holds it */
     fetch_op_head(f, h, &s->head);
     op_complete(&f->op);
@@ -258,9 +260,10 @@ static bool stream_on_body(void *data, const char *chunk, size_t len) {
         s->error = strdup("upstream error: out of memory");
         s->ended = true;
     }
-    if (s->pipe_op) pipe_flush(s);
+    if (s->pipe_op) pipe_flush(s); /* pauses the transfer itself when the client is behind */
     else reader_wake(s);
-    return s->paused = stream_avail(s) >= STREAM_BUFFER;
+    if (stream_avail(s) >= STREAM_BUFFER) s->paused = true;
+    return s->paused;
 }
 
 static void stream_on_end(void *data, const char *body, size_t len) {
@@ -490,14 +493,17 @@ static void pipe_finish(upstream_stream *s, bool client_gone) {
     s->pipe_op = NULL;
     p->s = NULL;
     if (client_gone) {
+        log_info("request %s: client closed the connection mid-answer; the upstream transfer is stopped", t->id);
         p->error = strdup("client closed the connection");
     } else if (s->error) {
         /* Never a truncated body in valid framing: the client must see the cut. */
         log_warn("request %s: upstream failed mid-answer (%s); closing the client's connection", t->id, s->error);
         server_abort_body(t->req);
+        task_release_request(t);
         p->error = strdup(s->error);
     } else {
         server_end_body(t->req);
+        task_release_request(t);
         p->ok = true;
     }
     op_complete(&p->op);
@@ -588,18 +594,19 @@ static int l_pipe(lua_State *L) {
     s->pipe_op = &p->op;
     t->pipe = s;
     t->answered = true;
-    if (s->ended && !s->error) {
+    if (s->ended && !s->error && !t->req->is_head) {
         /* All of it is here already (a small answer): one write, head and body, and the handler
          * goes on at once instead of waiting to be resumed. */
         resp.body = s->buf.data ? s->buf.data + s->off : "";
         resp.body_len = stream_avail(s);
         server_respond(t->req, &resp);
+        task_release_request(t);
         s->pipe_op = NULL;
         op_discard(&p->op);
         stream_free(s);
         lua_pushboolean(L, 1);
         return 1;
-    } else if (server_respond_head(t->req, &resp, s->length) < 0) {
+    } else if (server_respond_head(t->req, &resp, t->req->is_head ? s->declared : s->length) < 0) {
         pipe_finish(s, true);
     } else {
         pipe_flush(s);

@@ -91,8 +91,16 @@ static int body_wait(lua_State *L, bool whole) {
     return 1;
 }
 
-/* core.body() -> id: resumes with the whole body, once it has arrived */
+/* core.body() -> id: resumes with the whole body, once it has arrived | nil, "too large" when its
+ * length is over max_body_size (it is not read) */
 static int l_body(lua_State *L) {
+    gw_task *t = request_task(L, "body");
+    if (t->req->body_too_large) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "too large");
+        return 2;
+    }
+    server_body_want(t->req);
     return body_wait(L, true);
 }
 
@@ -217,10 +225,11 @@ static int l_write(lua_State *L) {
 
 /* core.respond_end(ok): the body is complete (ok), or cannot be (the connection is cut). */
 static int l_respond_end(lua_State *L) {
-    gw_task *t = request_task(L, "respond_end");
-    if (!t->answered) return 0;
+    gw_task *t = op_owner(L, "respond_end");
+    if (!t->answered || !t->req) return 0; /* not begun, or the client left */
     if (lua_toboolean(L, 1)) server_end_body(t->req);
     else server_abort_body(t->req);
+    task_release_request(t);
     return 0;
 }
 

@@ -42,7 +42,7 @@ static int on_message_begin(llhttp_t *p) {
     rp->field_open = false;
     rp->in_trailers = false;
     rp->in_message = true;
-    rp->head_done = rp->stream_body = false;
+    rp->head_done = rp->stream_body = rp->head_pause = rp->over_limit = rp->expect_continue = false;
     rp->body_off = 0;
     rp->ev->on_begin(rp->owner);
     return 0;
@@ -102,10 +102,15 @@ static int on_headers_complete(llhttp_t *p) {
     request_parser *rp = parser_of(p);
     rp->in_trailers = true; /* what follows a chunked body comes through the same callbacks */
     rp->head_done = true;
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > rp->limits->max_body_size) return fail(rp, 413);
-    /* A client that waits for "100 Continue" before sending its body (curl does for large ones). */
-    if (p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) && expects_continue(rp))
-        if (rp->ev->on_expect_continue(rp->owner)) return -1;
+    bool body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    rp->over_limit = (p->flags & F_CONTENT_LENGTH) && p->content_length > rp->limits->max_body_size;
+    rp->expect_continue = body && p->http_minor >= 1 && expects_continue(rp);
+    /* A body too large to buffer, or of unknown length: nothing of it is read until the app has
+     * chosen to stream it, or to refuse it (413), or to take it whole within max_body_size. */
+    if (body && (rp->over_limit || (p->flags & F_CHUNKED))) {
+        rp->head_pause = true;
+        return HPE_PAUSED;
+    }
     return 0;
 }
 
@@ -148,6 +153,7 @@ void request_parser_free(request_parser *rp) {
 }
 
 bool request_parser_expects_body(const request_parser *rp) {
+    /* A body of known length within max_body_size that did not all come with its head. */
     return rp->head_done && rp->in_message &&
            ((rp->llhttp.flags & F_CHUNKED) || ((rp->llhttp.flags & F_CONTENT_LENGTH) && rp->llhttp.content_length > 0));
 }
@@ -170,6 +176,10 @@ enum parse_outcome request_parser_execute(request_parser *rp, const char *data, 
     if (err == HPE_PAUSED) {
         *used = (size_t)(llhttp_get_error_pos(&rp->llhttp) - data);
         llhttp_resume(&rp->llhttp);
+        if (rp->head_pause) {
+            rp->head_pause = false;
+            return PARSE_HEAD;
+        }
         rp->in_message = false;
         return PARSE_REQUEST;
     }
@@ -289,6 +299,7 @@ int request_parser_build(request_parser *rp, gw_request *r, char *id_out) {
     r->body = rp->body.data ? rp->body.data : "";
     r->body_len = rp->body.len;
     r->content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : ((p->flags & F_CHUNKED) ? -1 : 0);
+    r->body_too_large = rp->over_limit;
     /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; any request has at most one. */
     if (hosts > 1 || (p->http_major == 1 && p->http_minor == 1 && hosts == 0)) return 400;
     return 0;

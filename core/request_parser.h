@@ -12,8 +12,7 @@
 
 /* What the parser needs of its connection while it parses. */
 typedef struct request_parser_events {
-    void (*on_begin)(void *owner);         /* the first byte of a request: a read deadline starts */
-    int (*on_expect_continue)(void *owner); /* the client waits for "100 Continue": -1 to fail */
+    void (*on_begin)(void *owner); /* the first byte of a request: a read deadline starts */
 } request_parser_events;
 
 typedef struct request_parser {
@@ -28,6 +27,9 @@ typedef struct request_parser {
     bool in_trailers; /* chunked trailer fields: not headers, never seen by the app */
     bool in_message;  /* between the first byte of a request and its end */
     bool head_done;   /* the head of the request in progress is complete */
+    bool head_pause;  /* paused at the end of the head: the app chooses how to read the body */
+    bool over_limit;  /* its Content-Length is over max_body_size */
+    bool expect_continue; /* the client waits for "100 Continue" before sending the body */
     bool stream_body; /* the body is read in pieces: no max_body_size, consumed from body_off */
     size_t body_off;
     bool upgrade;     /* the request asked for Upgrade or CONNECT: nothing after it is HTTP */
@@ -39,6 +41,7 @@ typedef struct request_parser {
 enum parse_outcome {
     PARSE_MORE,    /* all bytes taken, the request is not complete */
     PARSE_REQUEST, /* a request is complete: request_parser_build fills it */
+    PARSE_HEAD,    /* a head is complete and its body is to come: it is built the same way */
     PARSE_FAILED,  /* the bytes are not an acceptable request: answer parse_status */
     PARSE_CLOSE,   /* bytes after an Upgrade request: not HTTP for us, close */
 };

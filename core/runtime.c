@@ -87,7 +87,7 @@ void task_free(gw_task *t) {
 }
 
 static const char *request_label(const gw_task *t) {
-    return t->req ? t->req->id : "core.run";
+    return t->for_request ? t->id : "core.run";
 }
 
 static void respond_error(gw_task *t, int status, const char *message) {
@@ -196,6 +196,8 @@ static void task_log_error(gw_task *t, const char *what) {
     if (t->req)
         log_error("request %s %s %.*s: %s: %s", t->req->id, t->req->method, (int)t->req->path_len, t->req->path,
                   what, lua_tostring(co, -1));
+    else if (t->for_request)
+        log_error("request %s: %s: %s", t->id, what, lua_tostring(co, -1));
     else
         log_error("%s: %s", what, lua_tostring(co, -1));
     lua_pop(co, 1);
@@ -223,15 +225,19 @@ void task_resume(gw_task *t, int nargs) {
     t->status = st;
     while (t->ops) op_cancel(t->ops); /* nothing may resume a finished coroutine */
     streams_close(t);
-    if (!t->req) {
+    if (!t->for_request) {
         if (t->aborted) task_free(t);
         return; /* a core.run task: its runner reads the results and frees it */
     }
+    if (st != 0) task_log_error(t, "Lua error");
+    gw_request *req = t->req;
+    if (!req) { /* answered already, or the client left */
+        task_free(t);
+        return;
+    }
     /* Detach first: answering may dispatch the connection's next pipelined request, whose task
      * takes the same gw_request. */
-    gw_request *req = t->req;
     req->app_data = NULL;
-    if (st != 0) task_log_error(t, "Lua error");
     if (t->answered) {
         /* The answer went out in pieces: a handler that failed in the middle cuts it; one that
          * returned without ending it, too (the Lua side ends what it completes). */
@@ -242,6 +248,12 @@ void task_resume(gw_task *t, int nargs) {
         task_respond(t);
     }
     task_free(t);
+}
+
+void task_release_request(gw_task *t) {
+    if (!t->req) return;
+    t->req->app_data = NULL;
+    t->req = NULL;
 }
 
 /* ---- ops ---- */
@@ -356,6 +368,7 @@ static void on_request(gw_request *req, void *data) {
         return;
     }
     t->req = req;
+    t->for_request = true;
     req->app_data = t;
     size_t id_len = strlen(req->id); /* at most 64: conn.c checks */
     memcpy(t->id, req->id, id_len + 1);

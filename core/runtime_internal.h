@@ -63,6 +63,7 @@ struct gw_task {
     bool running;
     bool finished;
     bool aborted;
+    bool for_request; /* a request's handler (else core.run's), even once req is let go */
     bool answered; /* the answer went out in pieces (a pipe, a writer): the handler's return is not one */
     bool body_consumed; /* pieces of the request body were read */
 };
@@ -92,6 +93,9 @@ struct gw_op {
 extern char runtime_wait_token;
 
 gw_task *task_new(gw_runtime *rt, lua_State *host);
+/* The answer is complete (or cut): the task lets go of its request at once. The server may reuse
+ * it for the connection's next request, or free it, from then on. */
+void task_release_request(gw_task *t);
 /* Resume with nargs values already pushed on t->co. The task may be freed when this returns,
  * unless it is a core.run task (freed by its runner). */
 void task_resume(gw_task *t, int nargs);

@@ -37,6 +37,7 @@ typedef struct gw_request {
      * calls server_body_stream and reads it in pieces. */
     bool body_complete;
     int64_t content_length; /* as the client said it; -1 for a chunked body */
+    bool body_too_large;    /* its Content-Length is over max_body_size: it cannot be buffered */
     void *app_data; /* the app's own state for this request */
 } gw_request;
 
@@ -80,6 +81,9 @@ void server_respond(gw_request *req, const gw_response *resp);
 
 /* ---- a body that is still arriving (req->body_complete false) ---- */
 
+/* The app waits for the body whole (app.on_body once complete): a client waiting for "100
+ * Continue" gets it now. */
+void server_body_want(gw_request *req);
 /* Take the body in pieces instead of whole: no max_body_size, and the client is read only as fast
  * as the app consumes (at most STREAM_HIGH bytes wait). */
 void server_body_stream(gw_request *req);

@@ -53,8 +53,12 @@ local upstream_fields = {
   auth = { type = "table", fields = {
     user = { type = "string" }, password = { type = "string" }, bearer = { type = "string" },
   } },
+  read_timeout = { type = "number", default = 60, min = 0.001, doc = "seconds between two reads of its answer" },
   keepalive = { type = "integer", min = 0, doc = "idle connections kept for it (0: none)" },
   retries = { type = "integer", default = 2, min = 0, max = 10, doc = "tries again after a refused connection" },
+  client = { type = "string", enum = { native = 1, curl = 1 },
+             doc = "native (the default for http://) or curl (libcurl; always for https://)" },
+  max_response_body = { type = "integer", min = 0, doc = "bytes of a buffered answer (default: the gateway's)" },
 }
 
 local top_fields = {
@@ -67,6 +71,7 @@ local top_fields = {
   shutdown_timeout = { type = "number", default = 30, min = 0 },
   max_header_size = { type = "integer", default = 16384, min = 256 },
   max_body_size = { type = "integer", default = 1048576, min = 0 },
+  max_response_body = { type = "integer", default = 67108864, min = 0 },
   backlog = { type = "integer", default = 4096, min = 1 },
   upstream_keepalive = { type = "integer", default = 256, min = 1 },
   upstreams = { type = "table", default = {}, map = { type = "table", fields = upstream_fields } },

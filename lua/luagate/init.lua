@@ -46,7 +46,7 @@ local function route_options(t)
   return t
 end
 
---- Register handler(req) for method and path. Paths may hold ":name" segments and a final
+--- Register handler(req) for method (or a list of methods) and path. Paths may hold ":name" segments and a final
 --- "*name"; their values are in req.params. The handler returns status, body, headers.
 --- Route options may follow the path ({ body = "stream" }: the handler reads the request body in
 --- pieces with req:read(), or sends it on with fetch's body = req), then middleware:
@@ -57,7 +57,9 @@ function M.route(method, path, ...)
   local first = opts and 2 or 1
   local handler = args[n]
   if n > first then handler = chain(args, first, n - 1, handler) end
-  app.router:add(method:upper(), path, handler, opts)
+  for _, m in ipairs(type(method) == "table" and method or { method }) do -- a list: each of them
+    app.router:add(m:upper(), path, handler, opts)
+  end
 end
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
   local method = m:upper()
@@ -570,6 +572,19 @@ local function gather(body)
   return table.concat(parts)
 end
 
+-- A response returned as a handler's body brings its headers (as a pipe does in C): the
+-- upstream's, unless the handler gives one of the same name. Hop-by-hop ones never go out (C).
+local function passed_on(res, headers)
+  local out, mine = {}, {}
+  for k, v in pairs(headers or NO_OPTS) do
+    out[k], mine[type(k) == "string" and k:lower() or k] = v, true
+  end
+  for k, v in pairs(res.headers) do
+    if not mine[k] then out[k] = v end
+  end
+  return out
+end
+
 -- The handler's answer, out: whole bodies go back to C as values; streams are sent from here
 -- (live: a client is there; specs' core.run has none).
 local function respond(live, status, body, headers)
@@ -577,12 +592,7 @@ local function respond(live, status, body, headers)
     local res = body
     if live and rawget(res, "_stream") then return send_streamed(status or 200, res, headers) end
     body = rawget(res, "_stream") and gather(res) or res.body
-    local ctype = res.content_type
-    if ctype and not has_content_type(headers) then -- the response's own type, unless one is given
-      local h = {}
-      for k, v in pairs(headers or NO_OPTS) do h[k] = v end
-      h["Content-Type"], headers = ctype, h
-    end
+    headers = passed_on(res, headers)
   elseif type(body) == "function" then
     if live then return send_streamed(status or 200, body, headers) end
     body = gather(body)
@@ -591,8 +601,9 @@ local function respond(live, status, body, headers)
 end
 
 -- A body still arriving when the handler starts (the server hands a request over at the end of
--- its head when its body is large or slow): a streaming route reads it in pieces; any other waits
--- here for all of it, within max_body_size. false: the client left meanwhile.
+-- its head when its body is large, chunked or slow): a streaming route reads it in pieces; any
+-- other waits here for all of it, within max_body_size. Returns true to go on, or the answer to
+-- give instead (413 for a body too large, nothing when the client left meanwhile).
 local function take_body(r, req)
   local _, _, _, opts = r:match(req.method, req.path)
   if opts and opts.body == "stream" then
@@ -600,7 +611,9 @@ local function take_body(r, req)
     req.body, req._streamed = nil, true
     return true
   end
-  core.body()
+  if not core.body() then
+    return false, 413, { error = "request body too large", request_id = req.id }
+  end
   local _, whole = yield(WAIT)
   req.body = whole
   return whole ~= nil
@@ -625,7 +638,13 @@ local function serve(method, path, raw_query, target, body, remote_addr, http_ve
     remote_addr = remote_addr, http_version = http_version, params = false, route = false,
   }, request_mt)
   local r = app.router
-  if body == false and not take_body(r, req) then return end
+  if body == false then
+    local go, status, answer = take_body(r, req)
+    if not go then
+      if status then return finish(status, answer) end
+      return
+    end
+  end
   return respond(true, dispatch_with(r, req, app.befores, app.afters))
 end
 M._serve = serve
@@ -634,7 +653,13 @@ M._serve = serve
 function M._server_for(r)
   return function(...)
     local req = new_request(...)
-    if req.body == false and not take_body(r, req) then return end
+    if req.body == false then
+      local go, status, answer = take_body(r, req)
+      if not go then
+        if status then return finish(status, answer) end
+        return
+      end
+    end
     return respond(true, dispatch_with(r, req))
   end
 end
@@ -661,7 +686,8 @@ function M.upstreams(changes)
 end
 
 -- Forget every route and upstream (specs load scripts into a fresh app).
-function M._reset(upstreams, creds)
+function M._reset(upstreams, creds, max_response_body)
+  app.max_response_body = max_response_body
   app.router = router.new()
   app.upstreams = upstreams or {}
   app.credentials = creds or {}
@@ -689,7 +715,7 @@ end
 
 -- Start-up: take the checked config, load the route scripts, return the dispatcher.
 function M._boot(conf)
-  M._reset(conf.upstreams, conf.credentials)
+  M._reset(conf.upstreams, conf.credentials, conf.max_response_body)
   app.config = conf
   package.path = conf.routes .. "/?.lua;" .. package.path
   local n = M._load_routes(conf.routes)

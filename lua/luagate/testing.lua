@@ -21,12 +21,14 @@ T.timeout = 10
 --- A URL where nothing listens: fetches to it are refused at once.
 T.closed_url = "http://127.0.0.1:1"
 
---- Load route scripts into a fresh app. opts.upstreams, opts.credentials: as in gateway.conf.
+--- Load route scripts into a fresh app. opts.upstreams, opts.credentials, opts.max_response_body:
+--- as in gateway.conf.
 function T.load(scripts, opts)
   if type(scripts) == "string" then scripts = { scripts } end
   opts = opts or {}
-  local conf = assert(config.check({ upstreams = opts.upstreams or {}, credentials = opts.credentials }, "spec"))
-  gw._reset(conf.upstreams, conf.credentials)
+  local conf = assert(config.check({ upstreams = opts.upstreams or {}, credentials = opts.credentials,
+                                     max_response_body = opts.max_response_body }, "spec"))
+  gw._reset(conf.upstreams, conf.credentials, conf.max_response_body)
   for _, path in ipairs(scripts) do
     local chunk = assert(loadfile(path))
     chunk()
