@@ -59,6 +59,7 @@ struct gw_conn {
     size_t queued_at_timer; /* write_queue_size when the send timer was armed: progress check */
     uint64_t deadline;      /* when the current timeout expires (loop time, ms); 0: none */
     uint64_t timer_due;     /* when the uv timer fires: never after deadline */
+    uint64_t idle_since;    /* when it last became idle: a drain lets it be for a minimum grace */
     char id[65]; /* the request id: the client's (up to 64 characters) or a generated one */
     char remote[64];
 };
@@ -158,12 +159,26 @@ static void conn_end(gw_conn *c) {
     else conn_close(c);
 }
 
-void conn_shutdown(gw_conn *c) {
+/* Nothing to receive, answer or send: wait for the next request for keepalive_timeout. */
+static void conn_set_idle(gw_conn *c) {
+    c->idle_since = uv_now(c->srv->loop);
+    timer_set(c, c->srv->limits.keepalive_timeout_ms);
+}
+
+void conn_drain(gw_conn *c, uint64_t min_idle_ms) {
     c->close_after = true;
     /* A request being received or answered finishes first: its answer says Connection: close and
      * ends the connection. Requests pipelined behind are not parsed any more (close_after), so they
      * do not keep it open. */
-    if (!c->in_flight && !c->in_message) conn_end(c);
+    if (c->in_flight || c->in_message || c->lingering || c->closing) return;
+    uint64_t idle = uv_now(c->srv->loop) - c->idle_since;
+    if (c->tcp.write_queue_size > 0 || idle >= min_idle_ms) {
+        conn_end(c);
+        return;
+    }
+    /* Just used: its client may have sent the next request already. One that arrives in the grace
+     * is answered (with Connection: close); on_timeout closes the connection if none does. */
+    timer_set(c, min_idle_ms - idle);
 }
 
 /* ---- writing ---- */
@@ -177,8 +192,7 @@ static void on_write_done(uv_write_t *w, int status) {
         return;
     }
     /* The answer is out: a send timeout becomes the keep-alive idle timeout again. */
-    if (c->tcp.write_queue_size == 0 && !c->in_flight && !c->in_message && !c->lingering)
-        timer_set(c, c->srv->limits.keepalive_timeout_ms);
+    if (c->tcp.write_queue_size == 0 && !c->in_flight && !c->in_message && !c->lingering) conn_set_idle(c);
     if (c->write_blocked && c->tcp.write_queue_size < MAX_QUEUED_OUTPUT / 2) {
         c->write_blocked = false;
         if (c->read_stopped) {
@@ -248,7 +262,8 @@ void server_respond(gw_request *req, const gw_response *resp) {
     buf_reset(&c->body, KEEP_BUF);
     /* While the answer is still going out, the timer is a send timeout; then keep-alive. */
     c->queued_at_timer = c->tcp.write_queue_size;
-    timer_set(c, c->queued_at_timer ? c->srv->limits.read_timeout_ms : c->srv->limits.keepalive_timeout_ms);
+    if (c->queued_at_timer) timer_set(c, c->srv->limits.read_timeout_ms);
+    else conn_set_idle(c);
     if (c->read_stopped && !c->write_blocked) {
         c->read_stopped = false;
         conn_start_reading(c);
@@ -693,7 +708,7 @@ bool conn_accept(gw_server *srv) {
         }
     }
     snprintf(c->remote, sizeof c->remote, "%s:%d", ip, port);
-    timer_set(c, srv->limits.keepalive_timeout_ms);
+    conn_set_idle(c);
     conn_start_reading(c);
     return true;
 }
