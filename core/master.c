@@ -74,6 +74,7 @@ struct generation {
     worker *workers;
     int nready;
     int routes;
+    bool served;  /* it was SERVING once: its end is a drain */
     int running;  /* workers alive */
     int handles;  /* handles not closed yet: freed at 0 once DONE */
     uv_timer_t ready_timer;
@@ -91,6 +92,7 @@ typedef struct child {
     int handles; /* 0 when idle */
     bool eof;
     bool exited;
+    bool timed_out;
     int64_t status;
     int signum;
 } child;
@@ -111,7 +113,9 @@ struct master {
     bool reloading;
     bool reload_again; /* a SIGHUP arrived during a reload */
     uint64_t reload_t0;
+    gw_config next; /* the config being checked */
     child check;
+    uv_timer_t check_timer;
     child heir; /* binary upgrade: the new master */
     uv_timer_t heir_timer;
     bool upgrading;
@@ -134,6 +138,16 @@ static bool same_address(const gw_address *a, const gw_address *b) {
     return a->port == b->port && strcmp(a->host, b->host) == 0;
 }
 
+/* Close the master's copy: once the workers have closed theirs, new clients are refused. */
+static void listener_close(listener *l) {
+    if (l->fd < 0) return;
+    char url[96];
+    config_address_url(&l->addr, l->port, url, sizeof url);
+    log_info("closed the listening socket on %s", url);
+    close(l->fd);
+    l->fd = -1;
+}
+
 static void listener_unref(master *m, listener *l) {
     if (--l->refs > 0) return;
     for (listener **p = &m->listeners; *p; p = &(*p)->next) {
@@ -142,10 +156,7 @@ static void listener_unref(master *m, listener *l) {
             break;
         }
     }
-    char url[96];
-    config_address_url(&l->addr, l->port, url, sizeof url);
-    log_info("closed the listening socket on %s", url);
-    close(l->fd);
+    listener_close(l);
     free(l);
 }
 
@@ -243,6 +254,7 @@ static void worker_handle_closed(uv_handle_t *h) {
 /* A DONE generation whose last worker has gone: close its timers (the rest is closed already). */
 static void gen_maybe_free(generation *g) {
     if (g->state != GEN_DONE || g->running > 0 || uv_is_closing((uv_handle_t *)&g->ready_timer)) return;
+    if (g->served) log_info("generation %d drained: its last worker has exited", g->number);
     uv_close((uv_handle_t *)&g->ready_timer, gen_handle_closed);
     for (int i = 0; i < g->cfg.workers; i++)
         uv_close((uv_handle_t *)&g->workers[i].restart_timer, worker_handle_closed);
@@ -462,7 +474,7 @@ static void log_summary(master *m, generation *g, const char *what) {
     }
     log_info("%s in %d ms: generation %d listening on %s (config %s), %d worker%s, %d route%s, %d upstream%s; "
              "luagate %s, master pid %d",
-             what, (int)(uv_now(&m->loop) - g->t0), g->number, where, m->conf_path, g->cfg.workers,
+             what, (int)(uv_now(&m->loop) - m->reload_t0), g->number, where, m->conf_path, g->cfg.workers,
              g->cfg.workers == 1 ? "" : "s", g->routes, g->routes == 1 ? "" : "s", g->cfg.nupstreams,
              g->cfg.nupstreams == 1 ? "" : "s", LUAGATE_VERSION, m->pid);
 }
@@ -495,6 +507,7 @@ static void gen_serving(generation *g) {
     master *m = g->m;
     uv_timer_stop(&g->ready_timer);
     g->state = GEN_SERVING;
+    g->served = true;
     generation *old = m->serving;
     m->serving = g;
     adopt_settings(m, &g->cfg);
@@ -589,6 +602,24 @@ static int child_spawn(master *m, child *c, char **args, char **env, uv_stdio_co
     return 0;
 }
 
+/* The new config cannot be used: say why; what serves goes on (or, at the start, the master exits). */
+static void refuse(master *m, const char *why) {
+    if (m->started) log_error("reload refused: %s; generation %d keeps serving", why, m->serving->number);
+    else {
+        fprintf(stderr, "luagate: %s\n", why);
+        m->status = 1;
+    }
+    reload_done(m);
+}
+
+/* A route script whose top-level code never returns must not hold the reload forever. */
+static void on_check_timeout(uv_timer_t *t) {
+    master *m = t->data;
+    if (m->check.exited) return;
+    m->check.timed_out = true;
+    uv_process_kill(&m->check.proc, SIGKILL);
+}
+
 static void start_reload(master *m) {
     if (m->reloading) {
         m->reload_again = true;
@@ -598,51 +629,49 @@ static void start_reload(master *m) {
     m->reloading = true;
     m->reload_t0 = uv_now(&m->loop);
     log_info("%s: checking %s and its route scripts", m->started ? "SIGHUP: reload" : "start", m->conf_path);
+    char err[8192];
+    if (config_read(m->conf_path, m->lua_dir, &m->next, err, sizeof err)) {
+        refuse(m, err);
+        return;
+    }
     char *args[] = {m->exe, "-t", "-c", (char *)m->conf_path, NULL};
     uv_stdio_container_t stdio[3] = {{.flags = UV_INHERIT_FD, .data.fd = 0}, {.flags = UV_IGNORE}};
     int r = child_spawn(m, &m->check, args, NULL, stdio, 3, on_check_exit);
     if (r < 0) {
-        log_error("cannot start %s -t: %s", m->exe, uv_strerror(r));
-        if (!m->started) m->status = 1;
-        reload_done(m);
+        snprintf(err, sizeof err, "cannot start %s -t: %s", m->exe, uv_strerror(r));
+        refuse(m, err);
+        return;
     }
+    uv_timer_start(&m->check_timer, on_check_timeout, m->next.reload_timeout_ms, 0);
 }
 
 /* The check's output is read and it has exited: go on, or keep what serves. */
 static void check_done(master *m) {
     child *c = &m->check;
     if (!c->exited || !c->eof) return;
+    uv_timer_stop(&m->check_timer);
     if (m->stop_signal) {
         reload_done(m);
         return;
     }
     bool ok = c->status == 0 && c->signum == 0;
     relay_lines(m, c, ok ? GW_LOG_WARN : GW_LOG_ERROR);
-    if (!ok) {
-        if (m->started) log_error("reload refused: the check failed; generation %d keeps serving", m->serving->number);
-        else m->status = 1;
-        reload_done(m);
-        return;
-    }
-    gw_config cfg;
-    char err[2048];
+    char err[8192];
     listener *ls[GW_MAX_LISTEN];
-    if (config_read(m->conf_path, m->lua_dir, &cfg, err, sizeof err) || take_listeners(m, &cfg, ls, err, sizeof err)) {
-        if (m->started) log_error("reload refused: %s; generation %d keeps serving", err, m->serving->number);
-        else {
-            fprintf(stderr, "luagate: %s\n", err);
-            m->status = 1;
-        }
-        reload_done(m);
+    if (!ok) {
+        snprintf(err, sizeof err, "the check (%s -t) %s", m->exe,
+                 c->timed_out ? "did not finish within reload_timeout" : "failed");
+        refuse(m, err);
         return;
     }
-    if (!m->started) adopt_settings(m, &cfg); /* the log, and the pid file `luagate -s` reads */
-    generation *g = gen_start(m, &cfg, ls);
-    if (!g) {
-        for (int i = 0; i < cfg.nlisten; i++) listener_unref(m, ls[i]);
-        log_error("out of memory starting a generation");
-        if (!m->started) m->status = 1;
-        reload_done(m);
+    if (take_listeners(m, &m->next, ls, err, sizeof err)) {
+        refuse(m, err);
+        return;
+    }
+    if (!m->started) adopt_settings(m, &m->next); /* the log, and the pid file `luagate -s` reads */
+    if (!gen_start(m, &m->next, ls)) {
+        for (int i = 0; i < m->next.nlisten; i++) listener_unref(m, ls[i]);
+        refuse(m, "out of memory starting a generation");
     }
 }
 
@@ -766,6 +795,7 @@ static void stop(master *m, int signum) {
     int fwd = signum == SIGQUIT && !again ? SIGQUIT : SIGTERM;
     m->stop_signal = fwd;
     for (generation *g = m->gens; g; g = g->next) gen_stop(g, g->state == GEN_STARTING ? SIGKILL : fwd, again);
+    for (listener *l = m->listeners; l; l = l->next) listener_close(l);
     /* A reload under way ends here: its check's end (if it runs) finds the master stopping. */
     if (!m->check.handles) reload_done(m);
     else if (!m->check.exited) uv_process_kill(&m->check.proc, SIGKILL);
@@ -808,6 +838,7 @@ static void maybe_finish(master *m) {
     for (size_t i = 0; i < sizeof m->signals / sizeof m->signals[0]; i++)
         if (!uv_is_closing((uv_handle_t *)&m->signals[i])) uv_close((uv_handle_t *)&m->signals[i], on_closed_nothing);
     if (!uv_is_closing((uv_handle_t *)&m->heir_timer)) uv_close((uv_handle_t *)&m->heir_timer, on_closed_nothing);
+    if (!uv_is_closing((uv_handle_t *)&m->check_timer)) uv_close((uv_handle_t *)&m->check_timer, on_closed_nothing);
 }
 
 int master_run(const char *conf_path, const char *lua_dir) {
@@ -833,7 +864,8 @@ int master_run(const char *conf_path, const char *lua_dir) {
         uv_signal_start(&m.signals[i], on_signal, nums[i]);
     }
     uv_timer_init(&m.loop, &m.heir_timer);
-    m.heir_timer.data = &m;
+    uv_timer_init(&m.loop, &m.check_timer);
+    m.heir_timer.data = m.check_timer.data = &m;
     start_reload(&m);
     uv_run(&m.loop, UV_RUN_DEFAULT);
     int r = uv_loop_close(&m.loop);
