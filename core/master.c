@@ -604,8 +604,9 @@ static int child_spawn(master *m, child *c, char **args, char **env, uv_stdio_co
 
 /* The new config cannot be used: say why; what serves goes on (or, at the start, the master exits). */
 static void refuse(master *m, const char *why) {
-    if (m->started) log_error("reload refused: %s; generation %d keeps serving", why, m->serving->number);
-    else {
+    if (m->started) {
+        log_error("reload refused: %s; generation %d keeps serving", why, m->serving->number);
+    } else {
         fprintf(stderr, "luagate: %s\n", why);
         m->status = 1;
     }
@@ -655,15 +656,24 @@ static void check_done(master *m) {
         return;
     }
     bool ok = c->status == 0 && c->signum == 0;
-    relay_lines(m, c, ok ? GW_LOG_WARN : GW_LOG_ERROR);
     char err[8192];
     listener *ls[GW_MAX_LISTEN];
     if (!ok) {
-        snprintf(err, sizeof err, "the check (%s -t) %s", m->exe,
-                 c->timed_out ? "did not finish within reload_timeout" : "failed");
-        refuse(m, err);
+        /* Its first line is the error (file:line: ...); the rest, a traceback, is logged after. */
+        c->buf[c->len] = '\0';
+        const char *first = strncmp(c->buf, "luagate: ", 9) == 0 ? c->buf + 9 : c->buf;
+        if (c->timed_out) snprintf(err, sizeof err, "the check (-t) did not finish within reload_timeout");
+        else snprintf(err, sizeof err, "%.*s", (int)strcspn(first, "\n"), first);
+        relay_lines(m, c, GW_LOG_ERROR);
+        if (m->started || c->timed_out) {
+            refuse(m, err);
+        } else { /* its output, relayed as is, says why luagate cannot start */
+            m->status = 1;
+            reload_done(m);
+        }
         return;
     }
+    relay_lines(m, c, GW_LOG_WARN);
     if (take_listeners(m, &m->next, ls, err, sizeof err)) {
         refuse(m, err);
         return;
