@@ -383,6 +383,51 @@ class WorkerCrashTest(ReloadTestCase):
 
 
 @harness.require_binary
+class LogAndUpgradeTest(ReloadTestCase):
+
+    def test_sigusr1_reopens_the_log_after_it_was_moved(self):
+        with self.gateway({"workers": 2, "error_log": "error.log"}, probe=True) as gw:
+            path = os.path.join(gw.dir, "error.log")
+            self.assertIn("generation 1 listening", harness.read_file(path))
+            os.rename(path, path + ".1")
+            r = harness.run_luagate(["-s", "reopen", "-c", gw.conf_path])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            harness.wait_until(lambda: os.path.exists(path) and harness.read_file(path).count("log reopened") == 3,
+                               5, message="master and both workers reopened")
+            self.assertEqual(gw.request("GET", "/hello")[0], 200)
+            harness.wait_until(lambda: "probe: start GET /hello" in harness.read_file(path), 5,
+                               message="a worker's line in the new file")
+            self.assertNotIn("probe: start GET /hello", harness.read_file(path + ".1"))
+            self.assertIn("master: SIGUSR1: log reopened", harness.read_file(path))
+            self.assertEqual(gw.stop(), 0)
+
+    def test_sigusr2_starts_the_binary_anew_on_the_same_sockets_and_the_old_master_drains(self):
+        new = None
+        with self.gateway({"workers": 2}) as gw:
+            try:
+                inode, old = listen_inode(gw.port), gw.proc.pid
+                with Load(gw, ["/v1/proxy?path=%2Fjson", "/t/slow"], 10) as load:
+                    time.sleep(1)
+                    gw.send_signal(signal.SIGUSR2)
+                    new = int(gw.wait_for_log(r"upgrade: the new master \(pid (\d+)\) serves", timeout=15).group(1))
+                    self.assertEqual(gw.wait(10), 0, "the old master drains its workers and exits")
+                    time.sleep(1)
+                self.assertEqual([r for r in load.records if r[4] or r[2] != 200], [], "failed requests")
+                self.assertGreater(len(load.records), 200)
+                self.assertNotEqual(new, old)
+                self.assertEqual(int(harness.read_file(gw.pid_path())), new)
+                self.assertFalse(os.path.exists(gw.pid_path() + ".oldbin"))
+                self.assertEqual(listen_inode(gw.port), inode, "the same listening socket")
+                self.assertIn("upgraded binary serving in", gw.log())
+                self.assertEqual(whoami(gw)[1], "1")
+            finally:
+                if new and alive(new):
+                    os.kill(new, signal.SIGTERM)
+                    harness.wait_until(lambda: not alive(new), 10, message="the new master gone")
+            self.assertIn("master: all workers stopped; exiting", gw.log().split("upgrade: the new master")[1])
+
+
+@harness.require_binary
 class CheckTest(ReloadTestCase):
 
     def test_t_counts_routes_per_script_and_warns_about_a_route_registered_twice(self):
