@@ -1,6 +1,7 @@
 /* luagate: the command line. Serving is the master's (master.c) and its workers' (worker.c). */
 #include <curl/curl.h>
 #include <errno.h>
+#include <limits.h>
 #include <lauxlib.h>
 #include <llhttp.h>
 #include <luajit.h>
@@ -31,10 +32,10 @@ static void usage(FILE *out) {
             "  --version   the version\n");
 }
 
-/* The Lua library: $LUAGATE_LUA_DIR, else share/luagate beside an installed binary (bin/luagate),
- * else the source tree the binary was built from. */
+/* The Lua library: $LUAGATE_LUA_DIR, else share/luagate beside an installed binary (bin/luagate:
+ * LUAGATE_LUA_REL is "../share/luagate"), else the source tree the binary was built from. */
 static const char *lua_dir(void) {
-    static char dir[4200];
+    static char dir[PATH_MAX];
     const char *d = getenv("LUAGATE_LUA_DIR");
     if (d && *d) return d;
     char exe[4096];
@@ -42,11 +43,11 @@ static const char *lua_dir(void) {
     if (uv_exepath(exe, &len) == 0) {
         char *slash = strrchr(exe, '/');
         if (slash) *slash = '\0';
-        snprintf(dir, sizeof dir, "%s/../share/luagate", exe);
-        char probe[4300];
-        snprintf(probe, sizeof probe, "%s/luagate/init.lua", dir);
+        char rel[4200], probe[4300];
+        snprintf(rel, sizeof rel, "%s/%s", exe, LUAGATE_LUA_REL);
+        snprintf(probe, sizeof probe, "%s/luagate/init.lua", rel);
         struct stat st;
-        if (stat(probe, &st) == 0) return dir;
+        if (stat(probe, &st) == 0 && realpath(rel, dir)) return dir; /* no "bin/.." in tracebacks */
     }
     return LUAGATE_LUA_DIR;
 }
