@@ -4,7 +4,8 @@
  *     LUAGATE_FDS="listen=3,listen=4,ready=5"
  *
  * Names say what each descriptor is for: `listen` a listening TCP socket (in the order of the
- * config's addresses), `ready` the write end of a socket the child reports its readiness on. A name
+ * config's addresses, for a worker), `ready` a socket a worker writes "ready <routes>\n" on once it
+ * accepts, `upgrade` a socket the new master of a binary upgrade writes "ready\n" on. A name
  * may appear several times; a reader takes the names it knows. New kinds of inherited descriptor
  * (a shared-memory region, another listener) add a name, not a mechanism. */
 #ifndef LUAGATE_FDS_H
