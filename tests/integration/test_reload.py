@@ -28,7 +28,13 @@ gw.get("/t/slow", function()
   if not r then return gw.upstream_error(err) end
   return r.status, "slow " .. V
 end)
-gw.get("/t/whoami", function() return 200, gw.stats() end)
+gw.get("/t/whoami", function()
+  local s, names = gw.stats(), {}
+  for name in pairs(gw.upstreams()) do names[#names + 1] = name end
+  table.sort(names)
+  s.upstreams = table.concat(names, ",")
+  return 200, s
+end)
 '''
 
 
@@ -257,16 +263,21 @@ class ReloadTest(ReloadTestCase):
             conf = conf.replace('listen = "127.0.0.1:%d"' % gw.port,
                                 'listen = { "127.0.0.1:%d", "127.0.0.1:%d" }' % (gw.port, second))
             conf = conf.replace("workers = 1", "workers = 2").replace("max_body_size = 100", "max_body_size = 1000")
+            conf = conf.replace("upstreams = { ", 'upstreams = { extra = { url = "http://127.0.0.1:1" }, ')
             harness.write_file(gw.conf_path, conf)
             self.write_version(gw, "2")
             line = gw.reload()
             self.assertRegex(line, r"reloaded in \d+ ms: generation 2 listening on http://127.0.0.1:%d, "
-                                   r"http://127.0.0.1:%d \(config .*\), 2 workers" % (gw.port, second))
+                                   r"http://127.0.0.1:%d \(config .*\), 2 workers, \d+ routes, 2 upstreams"
+                                   % (gw.port, second))
             self.assertEqual(listen_inode(gw.port), inode, "the address that stays keeps its socket")
             gw.wait_for_log(r"generation 1 drained")
             self.assertEqual(whoami(gw)[1], "2")
             self.assertEqual(whoami(gw, second)[1], "2")
             harness.wait_until(lambda: len(worker_pids(gw, 20)) == 2, 10, message="both new workers answering")
+            with harness.RawConn(gw.port) as c:
+                c.send(request_bytes("GET", "/t/whoami", {"Connection": "close"}))
+                self.assertEqual(c.read_response().json()["upstreams"], "api,extra")
             self.assertEqual(gw.request("POST", "/t/whoami", body=b"x" * 200)[0], 405)  # no POST route: not 413
             # The second address goes away again: its socket is closed once generation 2 has drained.
             harness.write_file(gw.conf_path, conf.replace(', "127.0.0.1:%d"' % second, ""))
