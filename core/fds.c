@@ -1,5 +1,6 @@
 #include "fds.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@ int fds_get(const char *name, int *out, int max) {
         long fd = strtol(eq + 1, &end, 10);
         if (end == eq + 1 || fd < 0 || (*end && *end != ',')) return -1;
         if ((size_t)(eq - v) == nlen && memcmp(v, name, nlen) == 0) {
+            /* Inherited without close-on-exec: this process hands them on only on purpose. */
+            if (n < max) fcntl((int)fd, F_SETFD, FD_CLOEXEC);
             if (n < max) out[n] = (int)fd;
             n++;
         }

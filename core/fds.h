@@ -16,7 +16,7 @@
 #define FDS_ENV "LUAGATE_FDS"
 
 /* The child's side: the descriptors named `name`, in order, from the environment: how many were
- * found (at most max are stored), or -1 when the variable is malformed. */
+ * found (at most max are stored, and made close-on-exec), or -1 when the variable is malformed. */
 int fds_get(const char *name, int *out, int max);
 /* Forget LUAGATE_FDS, so that processes this one starts do not inherit it by mistake. */
 void fds_forget(void);

@@ -373,7 +373,10 @@ class WorkerCrashTest(ReloadTestCase):
             for t in threads:
                 t.start()
             time.sleep(1.5)
-            victim = whoami(gw)[0]
+            # The victim: the worker that has started the most requests (both have some in flight).
+            started = re.findall(r"worker (\d) \[gen 1\]: request \S+: probe: start GET /t/slow", gw.log())
+            busiest = max(set(started), key=started.count)
+            victim = int(re.search(r"worker %s \(pid (\d+)\) of generation 1 ready" % busiest, gw.log()).group(1))
             os.kill(victim, signal.SIGKILL)
             gw.wait_for_log(r"worker \d \(pid %d\) was killed by signal 9" % victim)
             time.sleep(2.5)
