@@ -239,7 +239,6 @@ int main(int argc, char **argv) {
     }
     if (check_only) return check_config(conf_path);
     if (signal_name) return send_signal(conf_path, signal_name);
-    int status;
     if (w.id) {
         char name[64];
         snprintf(name, sizeof name, "worker %d [gen %d]", w.id, w.generation);
@@ -248,7 +247,7 @@ int main(int argc, char **argv) {
         w.lua_dir = lua_dir();
         return worker_run(&w);
     }
-    status = master_run(conf_path, lua_dir());
+    int status = master_run(conf_path, lua_dir());
     curl_global_cleanup();
     return status;
 }

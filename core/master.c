@@ -58,7 +58,6 @@ typedef struct worker {
     size_t line_len;
     bool running;   /* proc is a live child */
     bool piped;     /* ready_pipe is open */
-    bool ready;     /* reported ready since its last start */
     bool stop_sent; /* asked to stop: a second request is a "stop now" */
     uint64_t started;
 } worker;
@@ -78,7 +77,6 @@ struct generation {
     int running;  /* workers alive */
     int handles;  /* handles not closed yet: freed at 0 once DONE */
     uv_timer_t ready_timer;
-    uint64_t t0;
     generation *next;
 };
 
@@ -339,7 +337,6 @@ static void on_ready_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     int routes;
     if (!nl || sscanf(w->line, "ready %d", &routes) != 1) return; /* its exit is handled on its own */
     generation *g = w->gen;
-    w->ready = true;
     log_info("worker %d (pid %d) of generation %d ready", w->id, w->proc.pid, g->number);
     if (g->state != GEN_STARTING) return;
     g->routes = routes;
@@ -389,7 +386,7 @@ static void start_worker(worker *w) {
     };
     w->proc.data = w;
     w->started = uv_now(&m->loop);
-    w->ready = w->stop_sent = false;
+    w->stop_sent = false;
     w->line_len = 0;
     g->handles++;
     int r = env ? uv_spawn(&m->loop, &w->proc, &opts) : UV_ENOMEM;
@@ -400,7 +397,6 @@ static void start_worker(worker *w) {
         uv_close((uv_handle_t *)&w->ready_pipe, worker_handle_closed);
         w->piped = false;
         if (g->state == GEN_STARTING) {
-            w->proc.data = w;
             uv_close((uv_handle_t *)&w->proc, worker_handle_closed);
             gen_fail(g, "a worker could not be started");
         } else {
@@ -434,7 +430,6 @@ static generation *gen_start(master *m, const gw_config *cfg, listener **listene
     *g = (generation){.m = m, .number = ++m->next_number, .cfg = *cfg, .workers = ws, .next = m->gens};
     memcpy(g->listeners, listeners, sizeof g->listeners[0] * (size_t)cfg->nlisten);
     m->gens = g;
-    g->t0 = uv_now(&m->loop);
     uv_timer_init(&m->loop, &g->ready_timer);
     g->ready_timer.data = g;
     g->handles = 1;
@@ -540,7 +535,7 @@ static void on_child_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
     child *c = h->data;
     (void)suggested;
     size_t room = sizeof c->buf - 1 - c->len;
-    *b = uv_buf_init(c->buf + c->len, (unsigned)(room ? room : 0));
+    *b = uv_buf_init(c->buf + c->len, (unsigned)room);
 }
 
 /* Relay each line a child wrote on stderr: to the log (without the child's own time stamp), or as
