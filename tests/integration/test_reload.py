@@ -155,7 +155,7 @@ class ReloadUnderLoadTest(ReloadTestCase):
         reloads, drained_at = [], []
         with self.gateway({"workers": 2}) as gw:
             gw.wait_for_log(r"generation 1 listening")
-            version, periods = "1", []  # (drained at, next HUP at, version in force)
+            version, periods = "1", []  # [old workers stopped accepting at, drained at, next HUP at, version]
             t_start = time.monotonic()
             with Load(gw, ["/v1/proxy?path=%2Fjson", "/t/slow"], 25) as load:
                 time.sleep(1.0)
@@ -166,17 +166,20 @@ class ReloadUnderLoadTest(ReloadTestCase):
                         self.write_version(gw, version)
                     t_hup = time.monotonic()
                     if periods:
-                        periods[-1][1] = t_hup
+                        periods[-1][2] = t_hup
                     line = gw.reload()
                     self.assertIn("reloaded in", line)
                     reloads.append((int(re.search(r"reloaded in (\d+) ms", line).group(1)), changed))
                     old = k + 1
+                    harness.wait_until(lambda: gw.log().count("[gen %d]: SIGTERM: graceful stop" % old) == 2, 10,
+                                       message="the old workers stopped accepting")
+                    t_closed = time.monotonic()
                     gw.wait_for_log(r"generation %d drained" % old, timeout=10)
                     t_drained = time.monotonic()
                     drained_at.append(t_drained - t_hup)
-                    periods.append([t_drained, None, version])
+                    periods.append([t_closed, t_drained, None, version])
                     time.sleep(0.3)
-                periods[-1][1] = time.monotonic()
+                periods[-1][2] = time.monotonic()
                 time.sleep(0.5)
             elapsed = time.monotonic() - t_start
             self.assertEqual(gw.stop(), 0)
@@ -184,13 +187,15 @@ class ReloadUnderLoadTest(ReloadTestCase):
         records = load.records
         errors = [r for r in records if r[4]]
         bad = [r for r in records if not r[4] and r[2] != 200]
+        # New code for every request started after the old generation drained, and for every request
+        # on a connection opened after the old workers stopped accepting (until the next SIGHUP).
         checked, wrong = 0, []
-        for t0, _, status, v, err in records:
-            for start, end, want in periods:
-                if start < t0 < end:
+        for t0, opened, status, v, err in records:
+            for closed, drained, end, want in periods:
+                if (drained < t0 < end) or (closed < opened and t0 < end):
                     checked += 1
                     if v != want:
-                        wrong.append((t0 - start, v, want))
+                        wrong.append((t0 - drained, opened - closed, v, want))
         sys.stderr.write("\nreload under load: %d requests in %.1f s over 50 connections, %d failed, "
                          "%d unexpected statuses; %d reloads (%d with a changed route script), each "
                          "ready in %s ms, old generation drained %s s after SIGHUP; %d requests "
