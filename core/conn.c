@@ -56,6 +56,7 @@ struct gw_conn {
     size_t queued_at_timer; /* queued output when the send timer was armed: progress check */
     uint64_t deadline;      /* when the current timeout expires (loop time, ms); 0: none */
     uint64_t timer_due;     /* when the uv timer fires: never after deadline */
+    uint64_t idle_since;    /* when it last became idle: a drain lets it be for a minimum grace */
     char id[65]; /* the request id: the client's (up to 64 characters) or a generated one */
     char remote[64];
 };
@@ -182,12 +183,26 @@ static void conn_end(gw_conn *c) {
     else conn_close(c);
 }
 
-void conn_shutdown(gw_conn *c) {
+/* Nothing to receive, answer or send: wait for the next request for keepalive_timeout. */
+static void conn_set_idle(gw_conn *c) {
+    c->idle_since = uv_now(c->srv->loop);
+    timer_set(c, c->srv->limits.keepalive_timeout_ms);
+}
+
+void conn_drain(gw_conn *c, uint64_t min_idle_ms) {
     c->close_after = true;
     /* A request being received or answered finishes first: its answer says Connection: close and
      * ends the connection. Requests pipelined behind are not parsed any more (close_after), so they
      * do not keep it open. */
-    if (!c->in_flight && !c->rp.in_message) conn_end(c);
+    if (c->in_flight || c->rp.in_message || c->lingering || c->closing) return;
+    uint64_t idle = uv_now(c->srv->loop) - c->idle_since;
+    if (queued(c) > 0 || idle >= min_idle_ms) {
+        conn_end(c);
+        return;
+    }
+    /* Just used: its client may have sent the next request already. One that arrives in the grace
+     * is answered (with Connection: close); on_timeout closes the connection if none does. */
+    timer_set(c, min_idle_ms - idle);
 }
 
 static void on_shutdown(gw_transport *t, int status) {
@@ -234,7 +249,7 @@ static void on_write_done(gw_transport *t, int status) {
     /* The answer is out: a send timeout becomes the keep-alive idle timeout again (while an answer
      * streams, there is nothing to wait for until its next piece). */
     if (queued(c) == 0 && !c->in_flight && !c->rp.in_message && !c->lingering)
-        timer_set(c, c->srv->limits.keepalive_timeout_ms);
+        conn_set_idle(c);
     else if (queued(c) == 0 && c->streaming)
         timer_set(c, 0);
     if (c->want_writable && queued(c) < STREAM_LOW) {
@@ -298,7 +313,8 @@ static void request_finished(gw_conn *c, bool keep_alive) {
     request_parser_trim(&c->rp);
     /* While the answer is still going out, the timer is a send timeout; then keep-alive. */
     c->queued_at_timer = queued(c);
-    timer_set(c, c->queued_at_timer ? c->srv->limits.read_timeout_ms : c->srv->limits.keepalive_timeout_ms);
+    if (c->queued_at_timer) timer_set(c, c->srv->limits.read_timeout_ms);
+    else conn_set_idle(c);
     if (c->read_stopped && !c->write_blocked) conn_start_reading(c);
     conn_schedule(c);
 }
@@ -648,7 +664,7 @@ bool conn_accept(gw_server *srv) {
     }
     request_parser_init(&c->rp, &srv->limits, &parser_events, c);
     tcp_peer_name(&c->tcp, c->remote, sizeof c->remote);
-    timer_set(c, srv->limits.keepalive_timeout_ms);
+    conn_set_idle(c);
     conn_start_reading(c);
     return true;
 }

@@ -1,13 +1,21 @@
-/* The error log: one line per event on stderr, with time and level. */
+/* The error log: one line per event, with time and level, on stderr or in a file (error_log). */
 #ifndef LUAGATE_LOG_H
 #define LUAGATE_LOG_H
 
 enum gw_log_level { GW_LOG_ERROR, GW_LOG_WARN, GW_LOG_INFO, GW_LOG_DEBUG };
 
-/* Set once at start-up from the config; returns -1 for an unknown name. */
+/* Set at start-up from the config; returns -1 for an unknown name. */
 int log_set_level_name(const char *name);
-/* Set once at start-up in a worker of several: "worker 2", written before each message. */
+/* Set once at start-up in a worker: "worker 2 (pid 4242)", written before each message. */
 void log_set_process(const char *name);
+/* Write to path ("stderr" or NULL: standard error) from now on. 0 or a negative libuv error, and
+ * then the log stays where it was. */
+int log_open(const char *path);
+/* SIGUSR1: open the log file again by its name (after logrotate moved it), then call every hook
+ * added with log_on_reopen (other logs of this process). 0 or the first negative error. */
+int log_reopen(void);
+/* A function for log_reopen to call too: at most a few, for the life of the process. */
+int log_on_reopen(int (*hook)(void));
 int log_enabled(int level);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -1,5 +1,7 @@
-/* luagate: command line, start-up, signals and the graceful stop. */
+/* luagate: the command line. Serving is the master's (master.c) and its workers' (worker.c). */
 #include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
 #include <lauxlib.h>
 #include <llhttp.h>
 #include <luajit.h>
@@ -8,47 +10,46 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "pidfile.h"
 #include "runtime.h"
-#include "server.h"
-
-typedef struct gateway {
-    uv_loop_t loop;
-    gw_runtime *rt;
-    gw_server *srv;
-    gw_lua_app *app;
-    gw_config cfg;
-    uv_signal_t sigterm, sigint;
-    uv_timer_t shutdown_timer;
-    bool stopping;
-} gateway;
-
-/* How this process was started: on its own, or by a master as one of its workers. */
-typedef struct start_options {
-    const char *conf_path;
-    bool check_only;
-    int worker_id; /* 0: not a worker */
-    const char *worker_host;
-    int worker_port;
-    int master_pid;
-} start_options;
+#include "worker.h"
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: luagate [-c FILE] [-t]      serve the routes of FILE (default: gateway.conf)\n"
-            "       luagate busted [ARGS...]    run busted specs inside the gateway's runtime\n"
+            "usage: luagate [-c FILE] [-t | -s SIGNAL]   serve the routes of FILE (default: gateway.conf)\n"
+            "       luagate busted [ARGS...]           run busted specs inside the gateway's runtime\n"
             "  -c FILE     the config file\n"
             "  -t          check the config and the route scripts, then exit\n"
+            "  -s SIGNAL   signal the running gateway (found by the config's pid file):\n"
+            "              reload, stop (graceful), quit (graceful, no time limit), reopen (the logs)\n"
             "  --help      this text\n"
             "  --version   the version\n");
 }
 
+/* The Lua library: $LUAGATE_LUA_DIR, else share/luagate beside an installed binary (bin/luagate:
+ * LUAGATE_LUA_REL is "../share/luagate"), else the source tree the binary was built from. */
 static const char *lua_dir(void) {
+    static char dir[PATH_MAX];
     const char *d = getenv("LUAGATE_LUA_DIR");
-    return d && *d ? d : LUAGATE_LUA_DIR;
+    if (d && *d) return d;
+    char exe[4096];
+    size_t len = sizeof exe;
+    if (uv_exepath(exe, &len) == 0) {
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        char rel[4200], probe[4300];
+        snprintf(rel, sizeof rel, "%s/%s", exe, LUAGATE_LUA_REL);
+        snprintf(probe, sizeof probe, "%s/luagate/init.lua", rel);
+        struct stat st;
+        if (stat(probe, &st) == 0 && realpath(rel, dir)) return dir; /* no "bin/.." in tracebacks */
+    }
+    return LUAGATE_LUA_DIR;
 }
 
 /* Thousands of clients, each with an upstream connection, need more descriptors than the default. */
@@ -64,57 +65,6 @@ static void raise_fd_limit(void) {
     setrlimit(RLIMIT_NOFILE, &rl);
 }
 
-/* ---- stopping ---- */
-
-static void on_handle_closed(uv_handle_t *h) {
-    (void)h;
-}
-
-static void on_drained(void *arg) {
-    gateway *g = arg;
-    g->srv = NULL;
-    log_info("all connections closed; exiting");
-    uv_close((uv_handle_t *)&g->sigterm, on_handle_closed);
-    uv_close((uv_handle_t *)&g->sigint, on_handle_closed);
-    uv_close((uv_handle_t *)&g->shutdown_timer, on_handle_closed);
-    runtime_app_free(g->app);
-    g->app = NULL;
-    runtime_close(g->rt);
-    g->rt = NULL;
-}
-
-static void on_shutdown_timeout(uv_timer_t *t) {
-    gateway *g = t->data;
-    log_warn("shutdown_timeout reached: closing the connections still open");
-    if (g->srv) server_close_all(g->srv);
-}
-
-static void on_signal(uv_signal_t *s, int signum) {
-    gateway *g = s->data;
-    if (g->stopping) {
-        log_warn("second signal: closing every connection now");
-        if (g->srv) server_close_all(g->srv);
-        return;
-    }
-    g->stopping = true;
-    log_info("%s: graceful stop, finishing requests in flight", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    uv_timer_start(&g->shutdown_timer, on_shutdown_timeout, g->cfg.shutdown_timeout_ms, 0);
-    server_shutdown(g->srv, on_drained, g);
-}
-
-/* ---- modes ---- */
-
-/* Call require("luagate")[fn] with the value on top of the stack; leaves nresults on success. */
-static int call_library(lua_State *L, const char *fn, int nresults) {
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "luagate");
-    if (lua_pcall(L, 1, 1, 0)) return -1;
-    lua_getfield(L, -1, fn);
-    lua_remove(L, -2);
-    lua_insert(L, -2);
-    return lua_pcall(L, 1, nresults, 0) ? -1 : 0;
-}
-
 static int finish_loop(uv_loop_t *loop) {
     uv_run(loop, UV_RUN_DEFAULT);
     int r = uv_loop_close(loop);
@@ -127,64 +77,92 @@ static int finish_loop(uv_loop_t *loop) {
     return 0;
 }
 
-static int fail_start(gateway *g, const char *why) {
-    fprintf(stderr, "luagate: %s\n", why);
-    if (g->app) runtime_app_free(g->app);
-    runtime_close(g->rt);
-    finish_loop(&g->loop);
-    return 1;
+/* Print what _boot reported: the routes each script registered. */
+static void print_scripts(lua_State *L) {
+    int total = 0, n = (int)lua_objlen(L, -1);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_getfield(L, -1, "script");
+        lua_getfield(L, -2, "routes");
+        int routes = (int)lua_tointeger(L, -1);
+        printf("luagate: %s: %d route%s\n", lua_tostring(L, -2), routes, routes == 1 ? "" : "s");
+        total += routes;
+        lua_pop(L, 3);
+    }
+    printf("luagate: %d route%s in %d script%s\n", total, total == 1 ? "" : "s", n, n == 1 ? "" : "s");
 }
 
-static int run_gateway(const start_options *o) {
-    gateway g = {0};
-    uv_loop_init(&g.loop);
-    if (runtime_new(&g.rt, &g.loop, lua_dir(), 0) < 0) {
+/* `luagate -t`: load the config and run the route scripts as a worker would, then exit. The master
+ * runs this as a child before each start and reload. */
+static int check_config(const char *conf_path) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gw_runtime *rt;
+    if (runtime_new(&rt, &loop, lua_dir(), 0) < 0) {
         fprintf(stderr, "luagate: cannot create the Lua runtime\n");
         return 1;
     }
-    lua_State *L = runtime_lua(g.rt);
+    lua_State *L = runtime_lua(rt);
+    gw_config cfg;
     char err[2048];
-    if (config_load(L, o->conf_path, &g.cfg, err, sizeof err)) return fail_start(&g, err);
-    log_set_level_name(g.cfg.log_level);
-    runtime_set_upstream_keepalive(g.rt, g.cfg.upstream_keepalive);
-    runtime_set_worker_id(g.rt, o->worker_id);
-    /* The checked config is on the stack: the library takes its upstreams and loads the routes. */
-    if (call_library(L, "_boot", 1)) return fail_start(&g, lua_tostring(L, -1));
-    if (o->check_only) {
-        printf("luagate: the configuration file %s syntax is ok\n", o->conf_path);
-        printf("luagate: configuration file %s test is successful\n", o->conf_path);
-        runtime_close(g.rt);
-        return finish_loop(&g.loop);
+    int status = 0;
+    if (config_load(L, conf_path, &cfg, err, sizeof err)) {
+        fprintf(stderr, "luagate: %s\n", err);
+        status = 1;
+    } else {
+        log_set_level_name(cfg.log_level);
+        /* require("luagate")._boot(conf): the dispatch function and the scripts' route counts. */
+        lua_getglobal(L, "require");
+        lua_pushstring(L, "luagate");
+        int r = lua_pcall(L, 1, 1, 0);
+        if (r == 0) {
+            lua_getfield(L, -1, "_boot");
+            lua_remove(L, -2);
+            lua_insert(L, -2);
+            r = lua_pcall(L, 1, 2, 0);
+        }
+        if (r) {
+            fprintf(stderr, "luagate: %s\n", lua_tostring(L, -1));
+            status = 1;
+        } else {
+            printf("luagate: the configuration file %s syntax is ok\n", conf_path);
+            print_scripts(L);
+            printf("luagate: configuration file %s test is successful\n", conf_path);
+        }
     }
-    if (g.cfg.workers > 1 && !o->worker_id) {
-        /* The config and the routes load: the master needs nothing more of them than the port. */
-        runtime_close(g.rt);
-        if (finish_loop(&g.loop)) return 1;
-        return master_run(o->conf_path, g.cfg.host, g.cfg.port, g.cfg.workers);
+    fflush(stdout);
+    runtime_close(rt);
+    return finish_loop(&loop) || status;
+}
+
+/* `luagate -s reload|stop|quit|reopen`: a signal to the master named in the config's pid file. */
+static int send_signal(const char *conf_path, const char *name) {
+    static const struct { const char *name; int signum; } names[] = {
+        {"reload", SIGHUP}, {"stop", SIGTERM}, {"quit", SIGQUIT}, {"reopen", SIGUSR1}};
+    int signum = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i].name) == 0) signum = names[i].signum;
+    if (!signum) {
+        fprintf(stderr, "luagate: -s %s: expected reload, stop, quit or reopen\n", name);
+        return 2;
     }
-    gw_app app;
-    g.app = runtime_app_new(g.rt, &app); /* pops the dispatch function _boot returned */
-    gw_listen where = {.host = g.cfg.host, .port = g.cfg.port};
-    if (o->worker_id) {
-        where.host = o->worker_host ? o->worker_host : g.cfg.host;
-        where.port = o->worker_port;
-        where.shared = true;
+    gw_config cfg;
+    char err[2048];
+    if (config_read(conf_path, lua_dir(), &cfg, err, sizeof err)) {
+        fprintf(stderr, "luagate: %s\n", err);
+        return 1;
     }
-    int r = server_start(&g.srv, &g.loop, &where, &g.cfg.limits, &app);
-    if (r < 0) {
-        snprintf(err, sizeof err, "%s: listen on %s:%d: %s", o->conf_path, where.host, where.port, uv_strerror(r));
-        return fail_start(&g, err);
+    int pid = pidfile_read(cfg.pid);
+    if (pid < 0) {
+        fprintf(stderr, "luagate: -s %s: pid file %s: %s\n", name, cfg.pid,
+                pid == -EINVAL ? "holds no pid" : strerror(-pid));
+        return 1;
     }
-    uv_signal_init(&g.loop, &g.sigterm);
-    uv_signal_init(&g.loop, &g.sigint);
-    uv_timer_init(&g.loop, &g.shutdown_timer);
-    g.sigterm.data = g.sigint.data = g.shutdown_timer.data = &g;
-    uv_signal_start(&g.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&g.sigint, on_signal, SIGINT);
-    bool v6 = strchr(where.host, ':') != NULL;
-    log_info("luagate %s listening on http://%s%s%s:%d (config %s, pid %d)", LUAGATE_VERSION, v6 ? "[" : "",
-             where.host, v6 ? "]" : "", server_port(g.srv), o->conf_path, (int)uv_os_getpid());
-    return finish_loop(&g.loop);
+    if (kill(pid, signum)) {
+        fprintf(stderr, "luagate: -s %s: pid %d (from %s): %s\n", name, pid, cfg.pid, strerror(errno));
+        return 1;
+    }
+    return 0;
 }
 
 /* `luagate busted ARGS`: busted's own runner, inside this runtime, so that specs exercise real
@@ -229,12 +207,16 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && strcmp(argv[1], "busted") == 0) return run_busted(argc - 2, argv + 2);
 
-    start_options o = {.conf_path = "gateway.conf"};
+    const char *conf_path = "gateway.conf", *signal_name = NULL;
+    bool check_only = false;
+    worker_options w = {0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
-            o.conf_path = argv[++i];
+            conf_path = argv[++i];
         } else if (strcmp(argv[i], "-t") == 0) {
-            o.check_only = true;
+            check_only = true;
+        } else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
+            signal_name = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -244,24 +226,28 @@ int main(int argc, char **argv) {
                    LLHTTP_VERSION_PATCH);
             return 0;
         } else if (strcmp(argv[i], "--worker") == 0 && i + 1 < argc) {
-            o.worker_id = atoi(argv[++i]); /* the master's options, not the user's: see master.c */
-        } else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc) {
-            o.worker_host = argv[++i];
-        } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
-            o.worker_port = atoi(argv[++i]);
+            w.id = atoi(argv[++i]); /* the master's options, not the user's: see master.c */
+        } else if (strcmp(argv[i], "--generation") == 0 && i + 1 < argc) {
+            w.generation = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--master") == 0 && i + 1 < argc) {
-            o.master_pid = atoi(argv[++i]);
+            w.master_pid = atoi(argv[++i]);
         } else {
             fprintf(stderr, "luagate: unknown argument '%s'\n", argv[i]);
             usage(stderr);
             return 2;
         }
     }
-    if (o.worker_id) {
-        char name[32];
-        snprintf(name, sizeof name, "worker %d", o.worker_id);
+    if (check_only) return check_config(conf_path);
+    if (signal_name) return send_signal(conf_path, signal_name);
+    if (w.id) {
+        char name[64];
+        snprintf(name, sizeof name, "worker %d [gen %d]", w.id, w.generation);
         log_set_process(name);
-        if (master_watch_from_worker(o.master_pid)) return 1;
+        w.conf_path = conf_path;
+        w.lua_dir = lua_dir();
+        return worker_run(&w);
     }
-    return run_gateway(&o);
+    int status = master_run(conf_path, lua_dir());
+    curl_global_cleanup();
+    return status;
 }

@@ -1,14 +1,14 @@
-/* The master process of `workers = N`: it runs N copies of this program as workers, each with its
- * own loop and Lua state, all listening on one port (SO_REUSEPORT); it starts a new worker when
- * one dies, and on SIGTERM or SIGINT stops them all gracefully. It serves no request itself. */
+/* The master process: it always runs when luagate serves, serves no request itself, and owns the
+ * listening sockets, which it hands to its workers (fds.h). It starts a generation of `workers`
+ * worker processes, replaces one that dies, and on SIGHUP checks the config and the route scripts
+ * (`luagate -t` in a child process), starts a new generation and, once every new worker reports
+ * ready, lets the old generation drain. SIGTERM/SIGINT/SIGQUIT stop gracefully, SIGUSR1 reopens the
+ * logs, SIGUSR2 starts a new master from the binary on disk on the same sockets. */
 #ifndef LUAGATE_MASTER_H
 #define LUAGATE_MASTER_H
 
-/* Serve host:port with `workers` worker processes started as `luagate -c conf_path --worker ...`.
- * Returns the exit status once every worker has exited: 0 when they all stopped cleanly. */
-int master_run(const char *conf_path, const char *host, int port, int workers);
-
-/* In a worker (the --worker options): exit when the master dies, whatever killed it. */
-int master_watch_from_worker(int master_pid);
+/* Serve conf_path until stopped. lua_dir holds the luagate library. Returns the exit status:
+ * 0 once every worker stopped cleanly, 1 when the gateway could not start. */
+int master_run(const char *conf_path, const char *lua_dir);
 
 #endif

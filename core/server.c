@@ -1,4 +1,5 @@
-/* The listener: bind, accept, request ids, and the graceful stop. Connections live in conn.c. */
+/* The listener: bind (or adopt an inherited socket), accept, request ids, and the graceful stop.
+ * Connections live in conn.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,49 +77,32 @@ static int sockaddr_port(const struct sockaddr_storage *sa) {
                                            : ((const struct sockaddr_in *)sa)->sin_port);
 }
 
-/* A bound socket; with reuseport, one of several sharing the port. "[::]" takes IPv4 clients
- * too, as uv_tcp_bind has it. */
-static int bind_socket(const char *host, int port, bool reuseport, int *fd_out) {
+/* A listening socket. "[::]" takes IPv4 clients too, as uv_tcp_bind has it. */
+int server_listen_socket(const char *host, int *port, int backlog, int *fd_out) {
     struct sockaddr_storage sa;
-    int r = parse_addr(host, port, &sa);
+    int r = parse_addr(host, *port, &sa);
     if (r < 0) return r;
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     int on = 1, off = 0;
     socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) ||
-        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on)) ||
         (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off)) ||
-        bind(fd, (struct sockaddr *)&sa, len)) {
+        bind(fd, (struct sockaddr *)&sa, len) || listen(fd, backlog)) {
         r = -errno;
         close(fd);
         return r;
     }
-    *fd_out = fd;
-    return 0;
-}
-
-int server_reserve_port(const char *host, int *port, int *fd_out) {
-    int fd, r;
-    /* Sockets that all set SO_REUSEPORT share a port silently: first make sure nobody holds it. */
-    if (*port && (r = bind_socket(host, *port, false, &fd)) < 0) return r;
-    if (*port) close(fd);
-    if ((r = bind_socket(host, *port, true, &fd)) < 0) return r;
-    struct sockaddr_storage sa;
-    socklen_t len = sizeof sa;
+    len = sizeof sa;
     getsockname(fd, (struct sockaddr *)&sa, &len);
     *port = sockaddr_port(&sa);
     *fd_out = fd;
     return 0;
 }
 
-int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const gw_limits *limits,
-                 const gw_app *app) {
-    struct sockaddr_storage sa;
-    int r = parse_addr(where->host, where->port, &sa);
-    if (r < 0) return r;
+static gw_server *server_new(uv_loop_t *loop, const gw_limits *limits, const gw_app *app) {
     gw_server *srv = calloc(1, sizeof *srv);
-    if (!srv) return UV_ENOMEM;
+    if (!srv) return NULL;
     srv->loop = loop;
     srv->limits = *limits;
     srv->app = *app;
@@ -126,14 +110,12 @@ int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const
     uv_random(NULL, NULL, &srv->id_prefix, sizeof srv->id_prefix, 0, NULL);
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
-    if (where->shared) {
-        int fd;
-        r = bind_socket(where->host, where->port, true, &fd);
-        if (r == 0 && (r = uv_tcp_open(&srv->listener, fd)) < 0) close(fd);
-    } else {
-        r = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&sa, 0);
-    }
-    if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, limits->backlog, on_connection);
+    return srv;
+}
+
+/* Listen (again: the backlog may differ) and accept; on failure the half-made server is closed. */
+static int server_listen(gw_server **out, gw_server *srv, int r) {
+    if (r == 0) r = uv_listen((uv_stream_t *)&srv->listener, srv->limits.backlog, on_connection);
     if (r < 0) {
         /* The handle must still be closed; the struct is freed once libuv lets go of it. */
         srv->draining = true;
@@ -145,6 +127,27 @@ int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const
     return 0;
 }
 
+int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const gw_limits *limits,
+                 const gw_app *app) {
+    struct sockaddr_storage sa;
+    int r = parse_addr(where->host, where->port, &sa);
+    if (r < 0) return r;
+    gw_server *srv = server_new(loop, limits, app);
+    if (!srv) return UV_ENOMEM;
+    return server_listen(out, srv, uv_tcp_bind(&srv->listener, (const struct sockaddr *)&sa, 0));
+}
+
+int server_open(gw_server **out, uv_loop_t *loop, int fd, const gw_limits *limits, const gw_app *app) {
+    gw_server *srv = server_new(loop, limits, app);
+    if (!srv) {
+        close(fd);
+        return UV_ENOMEM;
+    }
+    int r = uv_tcp_open(&srv->listener, fd);
+    if (r < 0) close(fd);
+    return server_listen(out, srv, r);
+}
+
 int server_port(const gw_server *s) {
     struct sockaddr_storage sa;
     int len = sizeof sa;
@@ -152,13 +155,17 @@ int server_port(const gw_server *s) {
     return sockaddr_port(&sa);
 }
 
-void server_shutdown(gw_server *srv, void (*on_closed)(void *arg), void *arg) {
+void server_drain(gw_server *srv, uint64_t min_idle_ms, void (*on_closed)(void *arg), void *arg) {
     if (srv->draining) return;
     srv->draining = true;
     srv->on_closed = on_closed;
     srv->on_closed_arg = arg;
     uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
-    for (gw_conn *c = srv->conns; c; c = conn_next(c)) conn_shutdown(c);
+    for (gw_conn *c = srv->conns; c; c = conn_next(c)) conn_drain(c, min_idle_ms);
+}
+
+void server_shutdown(gw_server *srv, void (*on_closed)(void *arg), void *arg) {
+    server_drain(srv, 0, on_closed, arg);
 }
 
 void server_close_all(gw_server *srv) {

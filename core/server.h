@@ -63,17 +63,17 @@ typedef struct gw_app {
 typedef struct gw_listen {
     const char *host; /* an IP literal */
     int port;         /* 0: any free port */
-    bool shared;      /* SO_REUSEPORT: one of several workers listening on the same port */
 } gw_listen;
 
-/* Bind and listen. 0 or a negative libuv error. */
+/* Bind and listen (the test servers of core.listen). 0 or a negative libuv error. */
 int server_start(gw_server **out, uv_loop_t *loop, const gw_listen *where, const gw_limits *limits,
                  const gw_app *app);
-/* For a master: make sure no other process holds host:*port, then bind it with SO_REUSEPORT
- * without listening, so that the port (for *port 0: the one chosen, written back) stays its
- * workers' while one restarts; a socket that does not listen is never given a connection.
- * 0 and *fd_out, or a negative libuv error. */
-int server_reserve_port(const char *host, int *port, int *fd_out);
+/* Serve on fd, a listening socket made by server_listen_socket in another process (a worker's
+ * inherited descriptor). 0 or a negative libuv error; fd is the server's either way. */
+int server_open(gw_server **out, uv_loop_t *loop, int fd, const gw_limits *limits, const gw_app *app);
+/* For a master: a listening socket (close-on-exec) on host:port, for its workers to accept on.
+ * *port 0 takes any free port and is set to it. 0 and *fd_out, or a negative libuv error. */
+int server_listen_socket(const char *host, int *port, int backlog, int *fd_out);
 int server_port(const gw_server *s);
 
 /* Answer a request the server handed to the app. */
@@ -107,8 +107,12 @@ void server_end_body(gw_request *req);
  * never takes a truncated body for a whole one. The request is finished. */
 void server_abort_body(gw_request *req);
 
-/* Graceful stop: close the listener and idle connections, let requests in flight finish, then
- * call on_closed(arg) once no connection is left. The server frees itself after that call. */
+/* Graceful stop: close the listener (in this process: the socket lives on in others that hold
+ * it), let requests in flight finish (their answers say Connection: close), close each idle
+ * connection once it has been idle min_idle_ms (a request may be on its way on one just used),
+ * then call on_closed(arg) once no connection is left. The server frees itself after that call. */
+void server_drain(gw_server *s, uint64_t min_idle_ms, void (*on_closed)(void *arg), void *arg);
+/* server_drain with no grace for idle connections. */
 void server_shutdown(gw_server *s, void (*on_closed)(void *arg), void *arg);
 /* Close every connection now, aborting requests in flight (after server_shutdown, on timeout). */
 void server_close_all(gw_server *s);

@@ -32,9 +32,10 @@ struct gw_server {
 
 /* Accept a client; false when there is no memory for it (the caller must still take it). */
 bool conn_accept(gw_server *srv);
-/* Graceful stop: close now if idle, after the response in flight if any, and never before the output
- * already queued has gone out (the client may still be reading it). */
-void conn_shutdown(gw_conn *c);
+/* Graceful stop: close after the response in flight if any, never before the output already
+ * queued has gone out (the client may still be reading it), and when idle only once it has been
+ * idle min_idle_ms (a request may be on its way). */
+void conn_drain(gw_conn *c, uint64_t min_idle_ms);
 void conn_close(gw_conn *c);
 gw_conn *conn_next(gw_conn *c);
 /* Called by conn.c once a connection's memory is freed. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "fds.h"
 #include "http_date.h"
 #include "response.h"
 
@@ -100,8 +101,36 @@ static void test_header_validation(void) {
     CHECK(response_header_invalid(&empty));
 }
 
+static void test_fds(void) {
+    char list[64] = "";
+    CHECK(fds_add(list, sizeof list, "listen", 3) == 0);
+    CHECK(fds_add(list, sizeof list, "listen", 4) == 0);
+    CHECK(fds_add(list, sizeof list, "ready", 5) == 0);
+    CHECK(strcmp(list, "listen=3,listen=4,ready=5") == 0);
+    char tiny[8] = "";
+    CHECK(fds_add(tiny, sizeof tiny, "listen", 3) == -1);
+    setenv(FDS_ENV, list, 1);
+    int fds[4] = {0};
+    CHECK(fds_get("listen", fds, 4) == 2 && fds[0] == 3 && fds[1] == 4);
+    CHECK(fds_get("ready", fds, 4) == 1 && fds[0] == 5);
+    CHECK(fds_get("listen", fds, 1) == 2 && fds[0] == 3); /* counts past max, stores max */
+    CHECK(fds_get("upgrade", fds, 4) == 0);
+    char **env = fds_env("ready=9");
+    int found = 0;
+    for (char **e = env; *e; e++) found += strncmp(*e, FDS_ENV "=", strlen(FDS_ENV) + 1) == 0;
+    CHECK(found == 1);
+    fds_env_free(env);
+    setenv(FDS_ENV, "listen=x", 1);
+    CHECK(fds_get("listen", fds, 4) == -1);
+    setenv(FDS_ENV, "listen", 1);
+    CHECK(fds_get("listen", fds, 4) == -1);
+    fds_forget();
+    CHECK(getenv(FDS_ENV) == NULL && fds_get("listen", fds, 4) == 0);
+}
+
 int main(void) {
     test_buf();
+    test_fds();
     test_http_date();
     test_response_head();
     test_header_validation();

@@ -31,6 +31,39 @@ local function check_listen(v)
   return { host = host, port = port }
 end
 
+-- listen = "host:port" or a list of them: each address gets one listening socket.
+local function check_listens(v)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" or #v == 0 then
+    return nil, 'expected "host:port" or a list of them, got ' .. type_name(v)
+  end
+  local out, seen = {}, {}
+  for i, addr in ipairs(v) do
+    if type(addr) ~= "string" then return nil, ("[%d]: expected a string, got %s"):format(i, type_name(addr)) end
+    local a, err = check_listen(addr)
+    if not a then return nil, err end
+    local key = a.host .. ":" .. a.port
+    if seen[key] then return nil, ("%s is listed twice"):format(addr) end
+    seen[key], out[i] = true, a
+  end
+  if #out > 16 then return nil, "at most 16 addresses" end
+  return out
+end
+
+-- lua_path = "dir" or a list of directories (relative to the config file) for shared modules.
+local function check_dirs(v)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then return nil, "expected a directory or a list of them, got " .. type_name(v) end
+  local out = {}
+  for i, d in ipairs(v) do
+    if type(d) ~= "string" or d == "" or d:find(";", 1, true) then
+      return nil, ("[%d]: expected a directory name, got %s"):format(i, type_name(d))
+    end
+    out[i] = d
+  end
+  return out
+end
+
 local function check_url(v)
   if not v:match("^https?://[^/%s]+") or v:match("%s") then
     return nil, 'expected an http:// or https:// URL, such as "http://127.0.0.1:9001"'
@@ -62,9 +95,14 @@ local upstream_fields = {
 }
 
 local top_fields = {
-  listen = { type = "string", default = "127.0.0.1:8080", check = check_listen },
+  listen = { default = "127.0.0.1:8080", check = check_listens },
   workers = { default = 1, check = check_workers },
   routes = { type = "string", default = "routes" },
+  lua_path = { default = {}, check = check_dirs },
+  pid = { type = "string", default = "luagate.pid" },
+  error_log = { type = "string", default = "stderr" },
+  reload_timeout = { type = "number", default = 10, min = 0.1 },
+  keepalive_min_timeout = { type = "number", default = 1, min = 0 },
   log_level = { type = "string", default = "info", enum = { error = 1, warn = 1, info = 1, debug = 1 } },
   keepalive_timeout = { type = "number", default = 75, min = 0.001 },
   read_timeout = { type = "number", default = 60, min = 0.001 },
@@ -213,8 +251,6 @@ function M.check(settings, where, lines, assigned_at)
       conf[k] = cv
     end
   end
-  conf.host, conf.port = conf.listen.host, conf.listen.port
-  conf.listen = conf.host .. ":" .. conf.port
   return conf
 end
 
@@ -246,7 +282,12 @@ function M.load(path)
 
   local conf, cerr = M.check(settings, path, lines, assigned_at)
   if not conf then return nil, cerr end
-  if conf.routes:sub(1, 1) ~= "/" then conf.routes = dirname(path) .. "/" .. conf.routes end
+  -- Paths in the config are relative to the config file, not to where luagate was started.
+  local function beside(p) return p:sub(1, 1) == "/" and p or dirname(path) .. "/" .. p end
+  conf.routes = beside(conf.routes)
+  conf.pid = beside(conf.pid)
+  if conf.error_log ~= "stderr" then conf.error_log = beside(conf.error_log) end
+  for i, d in ipairs(conf.lua_path) do conf.lua_path[i] = beside(d) end
   conf.file = path
   return conf
 end

@@ -24,7 +24,7 @@ local WAIT, yield, running = core.WAIT, coroutine.yield, coroutine.running
 local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
-local app = { router = router.new(), upstreams = {}, befores = {}, afters = {} }
+local app = { router = router.new(), upstreams = {}, befores = {}, afters = {}, owners = {}, nroutes = 0 }
 local request_mt = request.mt
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 local chain -- defined with the middleware, below
@@ -58,7 +58,14 @@ function M.route(method, path, ...)
   local handler = args[n]
   if n > first then handler = chain(args, first, n - 1, handler) end
   for _, m in ipairs(type(method) == "table" and method or { method }) do -- a list: each of them
-    app.router:add(m:upper(), path, handler, opts)
+    m = m:upper()
+    app.router:add(m, path, handler, opts)
+    -- Counted per script for `luagate -t`; a second registration replaces the first: say so.
+    local key, script = m .. " " .. path, app.loading or "?"
+    if app.owners[key] then
+      core.log("warn", ("%s: %s is registered twice (first in %s); the later one is used"):format(script, key, app.owners[key]))
+    end
+    app.owners[key], app.nroutes = script, app.nroutes + 1
   end
 end
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
@@ -692,35 +699,43 @@ function M._reset(upstreams, creds, max_response_body)
   app.upstreams = upstreams or {}
   app.credentials = creds or {}
   app.befores, app.afters = {}, {}
+  app.owners, app.nroutes = {}, 0
   app.mock = nil
 end
 
--- Load every *.lua in dir, in name order. Errors name the script.
+-- Load every *.lua in dir, in name order. Errors name the script. Returns how many scripts, and
+-- { { script = path, routes = n }, ... }.
 function M._load_routes(dir)
   local names, err = core.list_dir(dir)
   if not names then error("routes: " .. err, 0) end
-  local loaded = 0
+  local scripts = {}
   for _, name in ipairs(names) do
     if name:match("%.lua$") then
       local path = dir .. "/" .. name
       local chunk, lerr = loadfile(path)
       if not chunk then error(lerr, 0) end
+      local before = app.nroutes
+      app.loading = path
       local ok, rerr = xpcall(chunk, debug.traceback)
+      app.loading = nil
       if not ok then error(("%s: %s"):format(path, rerr), 0) end
-      loaded = loaded + 1
+      scripts[#scripts + 1] = { script = path, routes = app.nroutes - before }
     end
   end
-  return loaded
+  return #scripts, scripts
 end
 
--- Start-up: take the checked config, load the route scripts, return the dispatcher.
+-- Start-up: take the checked config, load the route scripts, return the dispatcher and the
+-- scripts loaded ({ script =, routes = } each).
 function M._boot(conf)
   M._reset(conf.upstreams, conf.credentials, conf.max_response_body)
   app.config = conf
-  package.path = conf.routes .. "/?.lua;" .. package.path
-  local n = M._load_routes(conf.routes)
+  local dirs = { conf.routes }
+  for _, d in ipairs(conf.lua_path or {}) do dirs[#dirs + 1] = d end
+  for i = #dirs, 1, -1 do package.path = dirs[i] .. "/?.lua;" .. dirs[i] .. "/?/init.lua;" .. package.path end
+  local n, scripts = M._load_routes(conf.routes)
   if n == 0 then core.log("warn", "no route scripts (*.lua) in " .. conf.routes) end
-  return serve
+  return serve, scripts
 end
 
 return M

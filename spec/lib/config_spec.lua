@@ -13,8 +13,7 @@ describe("config", function()
     local path = write('listen = "127.0.0.1:9999"\nupstreams = { api = { url = "http://127.0.0.1:1/" } }\n')
     local conf = assert(config.load(path))
     os.remove(path)
-    assert.equal("127.0.0.1", conf.host)
-    assert.equal(9999, conf.port)
+    assert.same({ { host = "127.0.0.1", port = 9999 } }, conf.listen)
     assert.equal("http://127.0.0.1:1", conf.upstreams.api.url) -- trailing slash dropped
     assert.equal(30, conf.upstreams.api.timeout)
     assert.matches("/routes$", conf.routes)
@@ -22,7 +21,11 @@ describe("config", function()
 
   local cases = {
     { 'listen = "127.0.0.1:80"\nlisen = 1\n', ":2: lisen: unknown key" },
-    { 'listen = 8080\n', ":1: listen: expected a string, got integer 8080" },
+    { 'listen = 8080\n', ':1: listen: expected "host:port" or a list of them, got integer 8080' },
+    { 'listen = { "127.0.0.1:1", "localhost:1" }\n', ":1: listen: localhost:1 is listed twice" },
+    { 'listen = { "127.0.0.1:1", 2 }\n', ":1: listen: [2]: expected a string, got integer 2" },
+    { 'lua_path = { "lib", 3 }\n', ":1: lua_path: [2]: expected a directory name, got integer 3" },
+    { 'reload_timeout = 0\n', ":1: reload_timeout: must be at least 0.1" },
     { 'listen = "nowhere"\n', ':1: listen: expected "host:port"' },
     { 'upstreams = {\n  api = {\n    url = "http://x",\n    timeout = "5",\n  },\n}\n',
       ':4: upstreams.api.timeout: expected a number, got string "5"' },
@@ -60,6 +63,21 @@ describe("config", function()
       os.remove(path)
       assert.equal(v == '2' and 2 or "auto", conf.workers)
     end
+  end)
+
+  it("takes several listen addresses, and resolves paths next to the config file", function()
+    local path = write('listen = { "127.0.0.1:1", "[::1]:2" }\nlua_path = { "lib", "/abs" }\n'
+                       .. 'pid = "run/gw.pid"\nerror_log = "/var/log/gw.log"\n')
+    local conf = assert(config.load(path))
+    os.remove(path)
+    local dir = path:match("^(.*)/")
+    assert.same({ { host = "127.0.0.1", port = 1 }, { host = "::1", port = 2 } }, conf.listen)
+    assert.same({ dir .. "/lib", "/abs" }, conf.lua_path)
+    assert.equal(dir .. "/run/gw.pid", conf.pid)
+    assert.equal("/var/log/gw.log", conf.error_log)
+    path = write("")
+    assert.equal("stderr", assert(config.load(path)).error_log)
+    os.remove(path)
   end)
 
   it("names a file it cannot open", function()

@@ -506,11 +506,30 @@ class Gateway:
     # -- the log
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        """stderr, then the error_log file if the settings name one (relative to the temp dir)."""
+        out = ""
+        paths = [self.log_path]
+        if isinstance(self.settings.get("error_log"), str) and self.settings["error_log"] != "stderr":
+            paths.append(os.path.join(self.dir, self.settings["error_log"]))
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    out += f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                pass
+        return out
+
+    def pid_path(self):
+        return os.path.join(self.dir, self.settings.get("pid", "luagate.pid"))
+
+    def reload(self, timeout=15.0):
+        """SIGHUP, and wait until the master says how it ended: the log line (reloaded, refused or
+        failed)."""
+        done = re.compile(r"master: (reloaded in|reload refused|reload failed)")
+        before = len(done.findall(self.log()))
+        self.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(done.findall(self.log())) > before, timeout, message="the reload's end")
+        return [l for l in self.log().splitlines() if done.search(l)][before]
 
     def wait_for_log(self, pattern, timeout=5.0, flags=0):
         """Poll stderr until the regex matches: the match."""

@@ -1,5 +1,6 @@
-"""workers = N: a master and N worker processes sharing one port (SO_REUSEPORT); a worker that dies
-is replaced; SIGTERM stops them all gracefully; the workers do not outlive a killed master."""
+"""workers = N: a master that owns the listening socket and N worker processes accepting on it; a
+worker that dies is replaced; SIGTERM stops them all gracefully; the workers do not outlive a killed
+master."""
 import os
 import re
 import signal
@@ -46,10 +47,10 @@ def alive(pid):
 
 
 def serving(gw, n=2):
-    """Wait until n workers listen (a worker signalled before that dies without a graceful stop):
+    """Wait until n workers are ready (a worker signalled before that dies without a graceful stop):
     their pids."""
     def ready():
-        listening = set(re.findall(r"worker (\d+): luagate \S+ listening on .* pid (\d+)\)", gw.log()))
+        listening = set(re.findall(r"master: worker (\d+) \(pid (\d+)\) of generation \d+ ready", gw.log()))
         pids = children(gw.proc.pid)
         return len(pids) == n and {int(p) for _, p in listening} >= set(pids) and pids
     return harness.wait_until(ready, 10, message="%d workers listening" % n)
@@ -91,9 +92,11 @@ class WorkersTest(WorkersTestCase):
             self.assertEqual(gw.stop(), 0)
             self.assertFalse(any(alive(p) for p in pids), "workers exited with the master")
             log = gw.log()
-            self.assertIn("master (pid %d): 2 workers on port %d" % (gw.proc.pid, gw.port), log)
-            self.assertRegex(log, r"worker 1: luagate .* listening on")
-            self.assertRegex(log, r"worker 2: luagate .* listening on")
+            self.assertRegex(log, r"started in \d+ ms: generation 1 listening on http://127.0.0.1:%d "
+                                  r"\(config .*\), 2 workers, \d+ routes, 1 upstream; luagate \S+, master pid %d"
+                                  % (gw.port, gw.proc.pid))
+            self.assertRegex(log, r"worker 1 \[gen 1\]: ready")
+            self.assertRegex(log, r"worker 2 \[gen 1\]: ready")
             self.assertIn("master: all workers stopped; exiting", log)
 
     def test_a_dead_worker_is_replaced_and_the_others_keep_serving(self):
@@ -102,7 +105,7 @@ class WorkersTest(WorkersTestCase):
                                         message="both workers answering")
             victim_id, victim = sorted(before)[0]
             os.kill(victim, signal.SIGKILL)
-            gw.wait_for_log(r"\[error\] worker %d \(pid %d\) was killed by signal 9; starting another"
+            gw.wait_for_log(r"\[error\] master: worker %d \(pid %d\) was killed by signal 9; starting another"
                             % (victim_id, victim))
             # Every request made meanwhile is answered: the survivor holds the port alone.
             after = harness.wait_until(
@@ -144,7 +147,7 @@ class WorkersTest(WorkersTestCase):
 
             def napping():
                 # (a handler registered with gw.get may log its start twice: count requests)
-                found = re.findall(r"worker (\d): request (\S+): probe: start GET /nap", gw.log())
+                found = re.findall(r"worker (\d) \[gen 1\]: request (\S+): probe: start GET /nap", gw.log())
                 return {rid: int(w) for w, rid in found}
 
             # Start naps on new connections until both workers have one in flight.
@@ -168,8 +171,8 @@ class WorkersTest(WorkersTestCase):
             self.assertEqual({w for _, w in results}, {1, 2})
             self.assertEqual(gw.wait(), 0)
             log = gw.log()
-            self.assertIn("worker 1: SIGTERM: graceful stop", log)
-            self.assertIn("worker 2: SIGTERM: graceful stop", log)
+            self.assertIn("worker 1 [gen 1]: SIGTERM: graceful stop", log)
+            self.assertIn("worker 2 [gen 1]: SIGTERM: graceful stop", log)
 
     def test_sigint_stops_like_sigterm(self):
         with self.gateway() as gw:
@@ -192,7 +195,7 @@ class WorkersTest(WorkersTestCase):
                 self.assertEqual(gw.wait(), 0)
                 self.assertTrue(c.is_closed_by_peer(2), "the nap in flight was cut")
             log = gw.log()
-            self.assertIn("master: second signal", log)
+            self.assertIn("master: SIGINT: second signal", log)
             self.assertIn("master: all workers stopped; exiting", log)
 
     def test_listen_on_every_ipv6_address_takes_ipv4_clients_too(self):
@@ -225,15 +228,17 @@ class WorkersTest(WorkersTestCase):
         with self.gateway(workers="auto") as gw:
             n = len(os.sched_getaffinity(0))
             serving(gw, n)
-            self.assertIn("%d workers on port %d" % (n, gw.port), gw.log())
+            self.assertIn("listening on http://127.0.0.1:%d (config %s), %d workers" % (gw.port, gw.conf_path, n),
+                          gw.log())
             self.assertEqual(gw.stop(), 0)
 
-    def test_one_worker_is_the_single_process_gateway(self):
+    def test_one_worker_is_a_master_and_one_worker(self):
         with self.gateway(workers=1) as gw:
-            self.assertEqual(whoami(gw)["worker"], 0)
-            self.assertEqual(whoami(gw)["pid"], gw.proc.pid)
-            self.assertEqual(children(gw.proc.pid), [])
+            pids = serving(gw, 1)
+            self.assertEqual(whoami(gw), dict(whoami(gw), worker=1, pid=pids[0]))
+            self.assertNotEqual(pids[0], gw.proc.pid, "the master serves no request itself")
             self.assertEqual(gw.stop(), 0)
+            self.assertFalse(alive(pids[0]))
 
 
 @harness.require_binary
