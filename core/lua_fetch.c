@@ -29,7 +29,7 @@ static uint32_t ms_field(lua_State *L, int idx) {
 }
 
 /* core.upstream(name, url, lines, userpwd, bearer, connect_timeout, timeout, read_timeout,
- *               keepalive, retries, client, max_body) -> handle | nil, err */
+ *               keepalive, retries, client, max_body, first_byte_timeout) -> handle | nil, err */
 static int l_upstream(lua_State *L) {
     gw_runtime *rt = runtime_of(L);
     gw_upstream_config c = {0};
@@ -58,6 +58,7 @@ static int l_upstream(lua_State *L) {
     c.retries = (int)lua_tointeger(L, 10);
     c.backend = lua_type(L, 11) == LUA_TSTRING && strcmp(lua_tostring(L, 11), "curl") == 0 ? FETCH_CURL : FETCH_AUTO;
     c.max_body = (size_t)luaL_optnumber(L, 12, 64 << 20);
+    c.deadlines.first_byte = ms_field(L, 13);
     upstream_ud *ud = lua_newuserdata(L, sizeof *ud);
     ud->up = NULL;
     luaL_getmetatable(L, UPSTREAM_MT);
@@ -159,6 +160,7 @@ static void fetch_op_fail(fetch_op *f, const gw_fetch_error *e) {
     size_t n = strlen(fetch_error_name(e->kind)) + strlen(e->detail) + 3;
     f->error = malloc(n);
     if (f->error) snprintf(f->error, n, "%s: %s", fetch_error_name(e->kind), e->detail);
+    log_warn("request %s: upstream call failed: %s: %s", f->op.task->id, fetch_error_name(e->kind), e->detail);
     op_complete(&f->op);
 }
 

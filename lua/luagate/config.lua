@@ -87,6 +87,7 @@ local upstream_fields = {
     user = { type = "string" }, password = { type = "string" }, bearer = { type = "string" },
   } },
   read_timeout = { type = "number", default = 60, min = 0.001, doc = "seconds between two reads of its answer" },
+  first_byte_timeout = { type = "number", min = 0.001, doc = "seconds from the request sent to the first byte of its answer" },
   keepalive = { type = "integer", min = 0, doc = "idle connections kept for it (0: none)" },
   retries = { type = "integer", default = 2, min = 0, max = 10, doc = "tries again after a refused connection" },
   client = { type = "string", enum = { native = 1, curl = 1 },

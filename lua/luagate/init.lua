@@ -241,7 +241,8 @@ local function prepare_upstream(name, up)
   header_lines(lines, up.headers or NO_OPTS)
   local userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
   local handle, err = core.upstream(name, up.url, lines, userpwd, auth and auth.bearer, up.connect_timeout,
-    up.timeout, up.read_timeout, up.keepalive, up.retries, up.client, up.max_response_body or app.max_response_body)
+    up.timeout, up.read_timeout, up.keepalive, up.retries, up.client, up.max_response_body or app.max_response_body,
+    up.first_byte_timeout)
   if not handle then return nil, err end
   local p = { handle = handle, lines = lines, url = up.url, headers = up.headers, auth = auth,
               bearer = auth and auth.bearer, user = auth and auth.user, password = auth and auth.password }

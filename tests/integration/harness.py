@@ -257,7 +257,7 @@ class RawConn:
         elif lengths:
             body_len = int(lengths[0])
         elif chunked:
-            raise AssertionError("luagate is not expected to send chunked responses: %r" % head_bytes)
+            return self._read_chunked(version, status, reason, header_list, pos, deadline)
         else:
             body_len = None  # until close
         if body_len is None:
@@ -271,6 +271,36 @@ class RawConn:
         body = bytes(self.buf[pos:pos + body_len])
         del self.buf[:pos + body_len]
         return Response(version, status, reason, header_list, body, raw)
+
+    def _read_chunked(self, version, status, reason, header_list, pos, deadline):
+        """A chunked body (luagate streams answers of unknown length so): the chunks, joined; the
+        connection closing before the last chunk raises ConnectionClosed."""
+        body, at = bytearray(), pos
+        while True:
+            while b"\r\n" not in self.buf[at:]:
+                if not self._fill(deadline):
+                    raise ConnectionClosed("connection closed in a chunked body: %r" % self.buf)
+            eol = self.buf.index(b"\r\n", at)
+            size = int(bytes(self.buf[at:eol]).split(b";")[0], 16)
+            at = eol + 2
+            if size == 0:
+                while b"\r\n" not in self.buf[at:]:  # trailers until an empty line
+                    if not self._fill(deadline):
+                        raise ConnectionClosed("connection closed in the trailers: %r" % self.buf)
+                while not self.buf[at:].startswith(b"\r\n"):
+                    at = self.buf.index(b"\r\n", at) + 2
+                    while b"\r\n" not in self.buf[at:]:
+                        if not self._fill(deadline):
+                            raise ConnectionClosed("connection closed in the trailers: %r" % self.buf)
+                at += 2
+                raw = bytes(self.buf[:at])
+                del self.buf[:at]
+                return Response(version, status, reason, header_list, bytes(body), raw)
+            while len(self.buf) < at + size + 2:
+                if not self._fill(deadline):
+                    raise ConnectionClosed("connection closed in a chunk: %r" % self.buf)
+            body += self.buf[at:at + size]
+            at += size + 2
 
     def read_responses(self, n, timeout=None):
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
