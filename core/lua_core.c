@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "lua_redis.h"
 #include "runtime_internal.h"
 
 typedef struct lua_server {
@@ -25,8 +26,7 @@ static gw_runtime *runtime_of(lua_State *L) {
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
-/* The task that may start an op from L, or a Lua error saying why not. */
-static gw_task *op_owner(lua_State *L, const char *what) {
+gw_task *op_owner(lua_State *L, const char *what) {
     gw_runtime *rt = runtime_of(L);
     gw_task *t = rt->current;
     if (!t || t->co != L)
@@ -475,6 +475,7 @@ int luaopen_luagate_core(lua_State *L) {
         lua_pushcclosure(L, f->func, 1);
         lua_setfield(L, -2, f->name);
     }
+    lua_redis_register(L, rt);
     lua_pushlightuserdata(L, &runtime_wait_token);
     lua_setfield(L, -2, "WAIT");
     lua_pushstring(L, LUAGATE_VERSION);

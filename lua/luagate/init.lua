@@ -17,6 +17,7 @@ local json = require "luagate.json"
 local request = require "luagate.request"
 local router = require "luagate.router"
 local middleware = require "luagate.middleware"
+local redis = require "luagate.redis"
 
 local M = { version = core.version, json = json }
 
@@ -464,6 +465,12 @@ function M.sleep(seconds)
 end
 
 ---------------------------------------------------------------------------------------------------
+-- Redis: gw.redis(name [, { timeout = s }]) -> client with :call(cmd, ...) and :eval(script, keys,
+-- args) (see luagate/redis.lua); gw.redis.null is a nil inside an array reply.
+
+M.redis = setmetatable({ null = core.redis_null }, { __call = function(_, name, opts) return redis.client(name, opts) end })
+
+---------------------------------------------------------------------------------------------------
 -- Logging and time
 
 --- Write to the error log: log(message) at info, or log(level, message) with level one of
@@ -551,7 +558,8 @@ function M.upstreams(changes)
 end
 
 -- Forget every route and upstream (specs load scripts into a fresh app).
-function M._reset(upstreams, creds)
+function M._reset(upstreams, creds, redis_servers)
+  redis.configure(redis_servers)
   app.router = router.new()
   app.upstreams = upstreams or {}
   app.credentials = creds or {}
@@ -579,7 +587,7 @@ end
 
 -- Start-up: take the checked config, load the route scripts, return the dispatcher.
 function M._boot(conf)
-  M._reset(conf.upstreams, conf.credentials)
+  M._reset(conf.upstreams, conf.credentials, conf.redis)
   app.config = conf
   package.path = conf.routes .. "/?.lua;" .. package.path
   local n = M._load_routes(conf.routes)

@@ -21,12 +21,13 @@ T.timeout = 10
 --- A URL where nothing listens: fetches to it are refused at once.
 T.closed_url = "http://127.0.0.1:1"
 
---- Load route scripts into a fresh app. opts.upstreams, opts.credentials: as in gateway.conf.
+--- Load route scripts into a fresh app. opts.upstreams, opts.credentials, opts.redis: as in gateway.conf.
 function T.load(scripts, opts)
   if type(scripts) == "string" then scripts = { scripts } end
   opts = opts or {}
-  local conf = assert(config.check({ upstreams = opts.upstreams or {}, credentials = opts.credentials }, "spec"))
-  gw._reset(conf.upstreams, conf.credentials)
+  local conf = assert(config.check({ upstreams = opts.upstreams or {}, credentials = opts.credentials,
+                                     redis = opts.redis }, "spec"))
+  gw._reset(conf.upstreams, conf.credentials, conf.redis)
   for _, path in ipairs(scripts) do
     local chunk = assert(loadfile(path))
     chunk()
@@ -101,6 +102,88 @@ function T.mock_fetch(responses)
 end
 
 function T.unmock_fetch() gw._mock_fetch(nil) end
+
+local function shell(cmd)
+  local r = os.execute(cmd)
+  return r == 0 or r == true
+end
+
+local function output_of(cmd)
+  local f = assert(io.popen(cmd))
+  local out = f:read("*a")
+  f:close()
+  return out
+end
+
+local function file_text(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+--- Start a throwaway redis-server (Debian's redis-server package) on a free loopback port, with a
+--- temp dir of its own and nothing saved to disk. Returns { port, url, pid, dir, stop(), kill(),
+--- start() }: stop() ends it with SIGTERM, kill() with SIGKILL (a crash), start() brings it back on
+--- the same port. DEBUG commands are allowed (DEBUG SLEEP makes a slow server). Raises when it
+--- cannot start.
+function T.redis_server()
+  local dir = output_of("mktemp -d /tmp/luagate-redis.XXXXXX"):gsub("%s+$", "")
+  local major = tonumber(output_of("redis-server --version 2>/dev/null"):match("v=(%d+)"))
+  assert(major, "redis-server not found: apt-get install redis-server (scripts/deps test does)")
+  local srv = { dir = dir }
+  local function run(port)
+    os.remove(dir .. "/redis.pid")
+    os.remove(dir .. "/redis.log")
+    shell(("redis-server --bind 127.0.0.1 --port %d --save '' --appendonly no --dir %s --daemonize yes"
+           .. " --pidfile %s/redis.pid --logfile %s/redis.log%s"):format(port, dir, dir, dir,
+           major >= 7 and " --enable-debug-command local" or ""))
+    for _ = 1, 250 do -- 5 s
+      local log = file_text(dir .. "/redis.log") or ""
+      local pid = tonumber(file_text(dir .. "/redis.pid") or "")
+      if log:find("Ready to accept connections", 1, true) and pid then return pid end
+      if log:find("Could not create server TCP listening socket", 1, true) then return nil, log end
+      shell("sleep 0.02")
+    end
+    return nil, file_text(dir .. "/redis.log")
+  end
+  function srv.start()
+    local pid, err = run(srv.port)
+    assert(pid, "redis-server did not start again: " .. tostring(err))
+    srv.pid = pid
+  end
+  math.randomseed(os.time())
+  for _ = 1, 10 do -- a random port may be taken: try another
+    srv.port = math.random(20000, 32000)
+    srv.pid = run(srv.port)
+    if srv.pid then break end
+  end
+  assert(srv.pid, "redis-server did not start; its log: " .. tostring(file_text(dir .. "/redis.log")))
+  srv.url = "redis://127.0.0.1:" .. srv.port
+  -- Gone, or a zombie: daemonized, it is not our child, and whoever reaps it may take its time.
+  local function alive(pid)
+    local stat = file_text("/proc/" .. pid .. "/stat")
+    return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
+  end
+  local function signal(name)
+    if not srv.pid then return end
+    shell(("kill -%s %d 2>/dev/null"):format(name, srv.pid))
+    for _ = 1, 250 do
+      if not alive(srv.pid) then break end
+      shell("sleep 0.02")
+    end
+    srv.pid = nil
+  end
+  function srv.stop() signal("TERM") end
+  function srv.kill() signal("KILL") end
+  --- Stop it and remove its dir.
+  function srv.close()
+    signal("TERM")
+    shell("rm -rf " .. dir)
+  end
+  return srv
+end
 
 --- This process's counters (gw.stats): handlers, upstream_active, upstream_connections_opened.
 T.stats = core.stats
