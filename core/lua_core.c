@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "lua_limit.h"
 #include "lua_redis.h"
 #include "runtime_internal.h"
 
@@ -476,6 +477,7 @@ int luaopen_luagate_core(lua_State *L) {
         lua_setfield(L, -2, f->name);
     }
     lua_redis_register(L, rt);
+    lua_limit_register(L);
     lua_pushlightuserdata(L, &runtime_wait_token);
     lua_setfield(L, -2, "WAIT");
     lua_pushstring(L, LUAGATE_VERSION);

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "shm.h"
 
 /* A worker that dies sooner than this after its start is restarted only after the same delay:
  * a worker that cannot start must not turn the master into a fork loop. */
@@ -165,6 +166,8 @@ int master_run(const char *conf_path, const char *host, int port, int nworkers) 
     uv_signal_start(&m.sigint, on_signal, SIGINT);
     log_info("luagate %s master (pid %s): %d workers on port %d (config %s)", LUAGATE_VERSION, m.pid, nworkers,
              port, conf_path);
+    if ((r = shm_create_for_workers()) < 0) /* before any worker: they inherit it */
+        log_error("master: no memory shared by the workers (%s): \"shared\" limits count per worker", strerror(-r));
     for (int i = 0; i < nworkers; i++) {
         worker *w = &m.workers[i];
         w->m = &m;
