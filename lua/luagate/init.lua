@@ -18,6 +18,7 @@ local request = require "luagate.request"
 local router = require "luagate.router"
 local middleware = require "luagate.middleware"
 local redis = require "luagate.redis"
+local ratelimit = require "luagate.ratelimit"
 
 local M = { version = core.version, json = json }
 
@@ -94,6 +95,10 @@ M.auth = {
   api_key = function(opts) return middleware.auth.api_key(opts, credentials) end,
   basic = function(opts) return middleware.auth.basic(opts, credentials) end,
 }
+
+--- gw.rate_limit { limit =, period =, key =, policy =, ... }: at most limit requests per key and
+--- period, 429 beyond (luagate/ratelimit.lua).
+M.rate_limit = ratelimit.new
 
 --- Apply middleware to every request, in the order given, before routing: a global before runs
 --- even when no route matches (so CORS can answer a preflight), a global after sees every answer.

@@ -1,0 +1,268 @@
+-- gw.rate_limit { limit = 100, period = 10, key = "ip", policy = "local" }: a middleware that admits
+-- at most `limit` requests per key in each window of `period` seconds and answers the others 429.
+--
+-- Windows are fixed and start at a key's first request (algorithm "fixed"): exactly `limit`
+-- requests are admitted in each, and RateLimit-Remaining counts down from limit - 1 to 0, one step
+-- per admitted request. Or a sliding log (algorithm "sliding"): at most `limit` requests in any
+-- `period` seconds. Every answer carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset
+-- (seconds until the window ends; with "sliding": until the oldest counted request leaves it); a
+-- 429 also carries Retry-After.
+--
+-- Policies: "local" counts in this worker's Lua tables; "shared" in memory all the workers of the
+-- host share (core.limit_shared: lock-free, exact); "redis" in Redis, across hosts, with one script
+-- per decision that counts and reads in one step on Redis's own clock. When a decision cannot be
+-- made (Redis down or slower than `timeout`, the shared table full), `fail` says what happens:
+-- "open" admits, "closed" answers 503; either way it is logged, at most one line per 10 s.
+local core = require "luagate.core"
+local redis = require "luagate.redis"
+
+local M = {}
+
+local now, ceil, floor, format, match = core.now, math.ceil, math.floor, string.format, string.match
+local LOG_EVERY = 10 -- seconds between two log lines of one limiter's failures
+
+-- Fixed window: count unless the window is full; a new key, or one whose window expired, starts
+-- one (PEXPIRE: Redis times it). Returns { admitted, count, ms until the window ends }.
+local REDIS_FIXED = [[
+local key, limit, period = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local count, admitted = tonumber(redis.call('GET', key) or '0'), 0
+if count < limit then
+  count, admitted = redis.call('INCR', key), 1
+end
+local ttl = redis.call('PTTL', key)
+if ttl < 0 then
+  redis.call('PEXPIRE', key, period)
+  ttl = period
+end
+return { admitted, count, ttl }
+]]
+
+-- Sliding log: the times (Redis's TIME, in microseconds) of the requests admitted in the last
+-- period, in a sorted set. Returns { admitted, count, ms until the oldest leaves the window }.
+local REDIS_SLIDING = [[
+local key, limit, period = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now - period * 1000))
+local count, admitted = redis.call('ZCARD', key), 0
+if count < limit then
+  local at = string.format('%.0f', now)
+  redis.call('ZADD', key, at, at .. ':' .. count)
+  count, admitted = count + 1, 1
+end
+redis.call('PEXPIRE', key, period)
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local reset = period
+if oldest[2] then reset = math.ceil((tonumber(oldest[2]) + period * 1000 - now) / 1000) end
+return { admitted, count, reset }
+]]
+
+---------------------------------------------------------------------------------------------------
+-- Counting: each returns decide(key) -> admitted, count, seconds to reset | nil, err
+
+local function local_fixed(limit, period)
+  local ends, counts, next_sweep = {}, {}, 0
+  return function(key)
+    local t = now()
+    if t >= next_sweep then -- forget the keys whose window ended: memory stays bounded by the keys of one period
+      for k, e in pairs(ends) do
+        if e <= t then ends[k], counts[k] = nil, nil end
+      end
+      next_sweep = t + period
+    end
+    local e, c = ends[key], counts[key]
+    if not e or e <= t then e, c = t + period, 0 end
+    if c >= limit then return false, c, e - t end
+    c = c + 1
+    ends[key], counts[key] = e, c
+    return true, c, e - t
+  end
+end
+
+local function local_sliding(limit, period)
+  local logs, next_sweep = {}, 0 -- key -> { first, last, [i] = time admitted }
+  return function(key)
+    local t = now()
+    if t >= next_sweep then
+      for k, log in pairs(logs) do
+        local newest = log[log.last]
+        if not newest or newest <= t - period then logs[k] = nil end
+      end
+      next_sweep = t + period
+    end
+    local log = logs[key]
+    if not log then
+      log = { first = 1, last = 0 }
+      logs[key] = log
+    end
+    while log.first <= log.last and log[log.first] <= t - period do
+      log[log.first], log.first = nil, log.first + 1
+    end
+    local count = log.last - log.first + 1
+    local admitted = count < limit
+    if admitted then
+      log.last, count = log.last + 1, count + 1
+      log[log.last] = t
+    end
+    return admitted, count, log[log.first] + period - t
+  end
+end
+
+local function shared_fixed(limit, period, name)
+  local take = core.limit_shared
+  return function(key) return take(name, key, limit, period) end
+end
+
+local function redis_counter(script, limit, period, name, server, timeout)
+  local client = redis.client(server, timeout and { timeout = timeout })
+  local period_ms, prefix = floor(period * 1000 + 0.5), "luagate:ratelimit:" .. name .. ":"
+  local args = { limit, period_ms }
+  return function(key)
+    local r, err = client:eval(script, { prefix .. key }, args)
+    if not r then return nil, err or "redis: no reply" end
+    return r[1] == 1, r[2], r[3] / 1000
+  end
+end
+
+---------------------------------------------------------------------------------------------------
+-- Keys
+
+local function client_address(req)
+  local addr = req.remote_addr or ""
+  return match(addr, "^(.*):%d+$") or addr
+end
+
+local function key_function(key)
+  if key == nil or key == "ip" then
+    return function(req) return "ip:" .. client_address(req) end
+  elseif key == "consumer" or key == "route" then
+    local prefix = key .. ":"
+    return function(req)
+      local v = req[key]
+      if v == nil then return "ip:" .. client_address(req) end
+      return prefix .. tostring(v)
+    end
+  elseif type(key) == "string" and match(key, "^header:.") then
+    local name = key:sub(8):lower()
+    return function(req)
+      local v = req.headers[name]
+      if v == nil then return "ip:" .. client_address(req) end
+      return "header:" .. v
+    end
+  elseif type(key) == "function" then
+    return function(req)
+      local v = key(req)
+      if v == nil then return nil end
+      return "fn:" .. tostring(v)
+    end
+  end
+  error('rate_limit: key is "ip", "consumer", "route", "header:<name>" or a function(req)', 3)
+end
+
+---------------------------------------------------------------------------------------------------
+-- The middleware
+
+local function check(opts)
+  if type(opts) ~= "table" then error("rate_limit: expected a table of options", 3) end
+  local limit, period = opts.limit, opts.period
+  if type(limit) ~= "number" or limit < 1 or limit ~= floor(limit) or limit > 16777215 then
+    error("rate_limit: limit must be an integer from 1 to 16777215", 3)
+  end
+  if type(period) ~= "number" or period < 0.001 then error("rate_limit: period must be seconds >= 0.001", 3) end
+  local policy, algorithm = opts.policy or "local", opts.algorithm or "fixed"
+  if policy ~= "local" and policy ~= "shared" and policy ~= "redis" then
+    error('rate_limit: policy is "local", "shared" or "redis"', 3)
+  end
+  if algorithm ~= "fixed" and algorithm ~= "sliding" then error('rate_limit: algorithm is "fixed" or "sliding"', 3) end
+  if policy == "shared" and algorithm ~= "fixed" then error('rate_limit: policy "shared" counts fixed windows only', 3) end
+  if policy == "redis" and type(opts.redis) ~= "string" then
+    error('rate_limit: policy "redis" needs redis = "<name of a server in the config>"', 3)
+  end
+  if opts.fail ~= nil and opts.fail ~= "open" and opts.fail ~= "closed" then
+    error('rate_limit: fail is "open" or "closed"', 3)
+  end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    error("rate_limit: timeout must be seconds > 0", 3)
+  end
+  if opts.name ~= nil and (type(opts.name) ~= "string" or opts.name == "") then
+    error("rate_limit: name must be a non-empty string", 3)
+  end
+  return limit, period, policy, algorithm
+end
+
+-- The limiter's name where none is given: the script's file name and line, the same in every
+-- worker and on every host that runs the same scripts.
+local function default_name()
+  local info = debug.getinfo(3, "Sl") or {} -- default_name, new, the script
+  local file = match(info.source or "", "([^/]+)$") or "?"
+  return file .. ":" .. tostring(info.currentline or 0)
+end
+
+local function headers_of(rl, h)
+  h["RateLimit-Limit"] = rl.limit_text
+  h["RateLimit-Remaining"] = tostring(rl.remaining)
+  h["RateLimit-Reset"] = tostring(rl.reset)
+  return h
+end
+
+--- The middleware (a { before, after } table) for opts: see the top of this file and docs/api.md.
+function M.new(opts)
+  local limit, period, policy, algorithm = check(opts)
+  local name = opts.name or default_name()
+  local decide
+  if policy == "local" then
+    decide = (algorithm == "fixed" and local_fixed or local_sliding)(limit, period)
+  elseif policy == "shared" then
+    decide = shared_fixed(limit, period, name)
+  else
+    decide = redis_counter(algorithm == "fixed" and REDIS_FIXED or REDIS_SLIDING, limit, period, name, opts.redis,
+                           opts.timeout)
+  end
+  local key_of, closed, limit_text = key_function(opts.key), opts.fail == "closed", tostring(limit)
+  local last_log, unlogged = -LOG_EVERY, 0
+
+  local function cannot_decide(err)
+    local t = now()
+    if t - last_log < LOG_EVERY then
+      unlogged = unlogged + 1
+      return
+    end
+    core.log("warn", format("rate limit '%s': cannot decide (%s): failing %s%s", name, tostring(err),
+                            closed and "closed (503)" or "open (admitted)",
+                            unlogged > 0 and format("; %d more since the last line", unlogged) or ""))
+    last_log, unlogged = t, 0
+  end
+
+  return {
+    before = function(req)
+      local key = key_of(req)
+      if key == nil then return end
+      local admitted, count, reset = decide(key)
+      if admitted == nil then
+        cannot_decide(count)
+        if closed then
+          return 503, { error = "rate limit unavailable", request_id = req.id }, { ["Retry-After"] = "1" }
+        end
+        return
+      end
+      local remaining, seconds = limit - count, ceil(reset)
+      local own = { limit = limit, limit_text = limit_text, remaining = remaining < 0 and 0 or remaining,
+                    reset = seconds < 1 and 1 or seconds }
+      -- With several limiters, the headers are those of the one closest to refusing.
+      if not admitted or not req.rate_limit or own.remaining < req.rate_limit.remaining then
+        req.rate_limit = own
+      end
+      if not admitted then
+        local h = headers_of(own, {})
+        h["Retry-After"] = tostring(own.reset)
+        return 429, { error = "too many requests", request_id = req.id }, h
+      end
+    end,
+    after = function(req, res)
+      local rl = req.rate_limit
+      if rl then headers_of(rl, res.headers) end
+    end,
+  }
+end
+
+return M
