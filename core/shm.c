@@ -12,8 +12,9 @@
 #include "log.h"
 
 #define SHM_ENV "LUAGATE_SHM_FD"
-/* Room for the shared limiter's table: 4 MB, of which only the pages written take memory. */
-#define SHM_SIZE ((size_t)4 << 20)
+/* Room for the shared limiter's table, 4 MB of slots (262,144) after a page for its header; only
+ * the pages written take memory. */
+#define SHM_SIZE (((size_t)4 << 20) + 4096)
 
 int shm_create_for_workers(void) {
     int fd = memfd_create("luagate-shared", 0); /* no MFD_CLOEXEC: the workers inherit it */

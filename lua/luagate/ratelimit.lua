@@ -60,41 +60,42 @@ return { admitted, count, reset }
 ---------------------------------------------------------------------------------------------------
 -- Counting: each returns decide(key) -> admitted, count, seconds to reset | nil, err
 
+-- Keys of this worker, in two generations of `period` each: a key is written to the current one
+-- at every decision; when a generation ends, the one before it is dropped whole, as every key in
+-- it was last written over a period ago, so its window or log has ended. No sweep, no timer:
+-- memory holds the keys of the last two periods.
+local function generations(period)
+  local cur, prev, rotate_at = {}, {}, 0
+  return function(t)
+    if t >= rotate_at then
+      cur, prev = {}, (t < rotate_at + period) and cur or {}
+      rotate_at = t + period
+    end
+    return cur, prev
+  end
+end
+
 local function local_fixed(limit, period)
-  local ends, counts, next_sweep = {}, {}, 0
+  local current = generations(period)
   return function(key)
     local t = now()
-    if t >= next_sweep then -- forget the keys whose window ended: memory stays bounded by the keys of one period
-      for k, e in pairs(ends) do
-        if e <= t then ends[k], counts[k] = nil, nil end
-      end
-      next_sweep = t + period
-    end
-    local e, c = ends[key], counts[key]
-    if not e or e <= t then e, c = t + period, 0 end
-    if c >= limit then return false, c, e - t end
-    c = c + 1
-    ends[key], counts[key] = e, c
-    return true, c, e - t
+    local cur, prev = current(t)
+    local w = cur[key] or prev[key] -- { end, count }
+    if not w or w[1] <= t then w = { t + period, 0 } end
+    cur[key] = w
+    if w[2] >= limit then return false, w[2], w[1] - t end
+    w[2] = w[2] + 1
+    return true, w[2], w[1] - t
   end
 end
 
 local function local_sliding(limit, period)
-  local logs, next_sweep = {}, 0 -- key -> { first, last, [i] = time admitted }
+  local current = generations(period)
   return function(key)
     local t = now()
-    if t >= next_sweep then
-      for k, log in pairs(logs) do
-        local newest = log[log.last]
-        if not newest or newest <= t - period then logs[k] = nil end
-      end
-      next_sweep = t + period
-    end
-    local log = logs[key]
-    if not log then
-      log = { first = 1, last = 0 }
-      logs[key] = log
-    end
+    local cur, prev = current(t)
+    local log = cur[key] or prev[key] or { first = 1, last = 0 } -- [i] = time admitted
+    cur[key] = log
     while log.first <= log.last and log[log.first] <= t - period do
       log[log.first], log.first = nil, log.first + 1
     end
