@@ -181,9 +181,7 @@ static void expire(gw_redis *r, uint64_t now) {
             answer(c, NULL, say(r, "timeout", " did not answer within %.3g s", (double)c->timeout_ms / 1000));
             if (!c->sent) cmd_free(c);
         } else if (!c->cb && c->sent && now >= c->deadline + STALL_MS && r->link) {
-            log_warn("redis '%s' (%s:%d): no reply for over a second past a command's timeout; reconnecting",
-                     r->name, r->host, r->port);
-            link_abort(r->link, "no reply: connection taken as dead");
+            link_abort(r->link, "no reply for a second past a command's timeout: connection taken as dead");
             return; /* every sent command has been answered and freed */
         }
     }
@@ -205,13 +203,13 @@ static void on_timer(uv_timer_t *t) {
     gw_redis *r = t->data;
     uint64_t now = uv_now(r->loop);
     r->timer_due = 0;
+    expire(r, now); /* first: a command due now is answered "timeout", not with the connect's failure */
     if (r->state == WAITING && now >= r->reconnect_at) connect_start(r);
     if (r->state == CONNECTING && now >= r->connect_deadline) {
         char why[96];
-        snprintf(why, sizeof why, "timeout: not connected within %.3g s", (double)r->timeout_ms / 1000);
+        snprintf(why, sizeof why, "not connected within %.3g s", (double)r->timeout_ms / 1000);
         link_abort(r->link, why);
     }
-    expire(r, now);
     schedule(r);
 }
 

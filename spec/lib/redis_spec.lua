@@ -145,7 +145,7 @@ describe("gw.redis with the server down or coming back", function()
       _, err = run(function() return r:call("PING") end)
       assert.matches("^connection refused: redis 'main' %(127%.0%.0%.1:%d+%)", err)
     end
-    assert.is_true(gw.now() - t0 < 0.2, "failing fast")
+    assert.is_true(gw.now() - t0 < 0.5, "failing fast")
     assert.equal("down", (r:info()))
     srv.start()
     local back
@@ -164,6 +164,15 @@ describe("gw.redis with the server down or coming back", function()
     assert.is_nil(v)
     assert.matches("^connection refused: redis 'none' %(127%.0%.0%.1:1%)", err)
     assert.is_true(gw.now() - t0 < 0.2)
+  end)
+
+  it("gives up on a server that does not speak Redis", function()
+    local web = testing.stub {} -- an HTTP server: it answers 400 to the command, and closes
+    testing.load({}, { redis = { web = { url = "redis://127.0.0.1:" .. web.port, timeout = 0.5 } } })
+    local v, err = run(function() return gw.redis("web"):call("PING") end)
+    web.close()
+    assert.is_nil(v)
+    assert.matches("^connection reset: redis 'web' %(127%.0%.0%.1:%d+%): Protocol error", err)
   end)
 
   it("sends AUTH with the password, and fails when it is wrong", function()

@@ -77,9 +77,18 @@ class RedisServer:
             return data.split(b"\r\n")[0][1:].decode()
 
     def sleep_in_background(self, seconds):
-        """DEBUG SLEEP from another connection: Redis answers nobody meanwhile."""
+        """DEBUG SLEEP from another connection: Redis answers nobody meanwhile. Returns once it
+        sleeps (a PING times out)."""
         t = threading.Thread(target=self.command, args=("DEBUG", "SLEEP", seconds), kwargs={"timeout": 30})
         t.start()
+
+        def asleep():
+            try:
+                self.command("PING", timeout=0.05)
+                return False
+            except socket.timeout:
+                return True
+        harness.wait_until(asleep, 5, message="redis-server asleep")
         return t
 
 
@@ -225,7 +234,6 @@ class RateLimitTest(unittest.TestCase):
         gw = self.started(workers=1)
         self.assertEqual(get(gw, "/closed")[0], 200)
         sleeper = self.redis.sleep_in_background(1.5)
-        time.sleep(0.2)  # the sleep has begun
         for path, expected in (("/closed", 503), ("/open", 200)):
             status, _, took = get(gw, path)
             self.assertEqual(status, expected)
