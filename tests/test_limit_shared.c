@@ -150,7 +150,7 @@ static void test_processes_inserting(void) {
     size_t size = HEADER_BYTES + 8 * SLOT_BYTES;
     void *t = shared(size);
     race *rc = shared(sizeof *rc);
-    int exact = 0, rounds = 300;
+    int exact = 0, rounds = 100;
     char name[32], key[16];
     for (int round = 0; round < rounds; round++) {
         memset((char *)t + HEADER_BYTES, 0, size - HEADER_BYTES);
