@@ -167,13 +167,23 @@ static int l_redis_open(lua_State *L) {
     return 1;
 }
 
-/* A number as Redis reads it: integers without a fraction or exponent ("%.14g" would send 1e+15). */
+/* A number as Redis reads it: integers without a fraction or exponent ("%.14g" would send 1e+15),
+ * written without printf (a limit and a period go with every rate-limit decision). */
 static void number_to_word(lua_State *L, int idx) {
     char s[32];
     double x = lua_tonumber(L, idx);
-    if (x == floor(x) && fabs(x) < 9.2e18) snprintf(s, sizeof s, "%lld", (long long)x);
-    else snprintf(s, sizeof s, "%.17g", x);
-    lua_pushstring(L, s);
+    if (x == floor(x) && fabs(x) < 9.2e18) {
+        long long v = (long long)x;
+        unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+        char *p = s + sizeof s;
+        do *--p = (char)('0' + u % 10);
+        while (u /= 10);
+        if (v < 0) *--p = '-';
+        lua_pushlstring(L, p, (size_t)(s + sizeof s - p));
+    } else {
+        snprintf(s, sizeof s, "%.17g", x);
+        lua_pushstring(L, s);
+    }
     lua_replace(L, idx);
 }
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "log.h"
 
 /* How long past its deadline a command may stay unanswered before its connection is taken as
@@ -64,6 +65,7 @@ struct gw_redis {
     gw_redis_cmd *head, *tail;   /* commands owed a reply, oldest first */
     size_t pending;
     int open_handles; /* the timer and the links' poll handles not closed yet */
+    gw_buf scratch;   /* the command being formatted */
     char error[256];  /* why the last attempt or connection ended */
     char message[512]; /* the last error handed out */
 };
@@ -75,7 +77,7 @@ struct gw_redis_cmd {
     void *data;
     uint64_t deadline, timeout_ms;
     char *packed; /* the command, formatted, until the connection is ready to send it */
-    int packed_len;
+    size_t packed_len;
     bool sent;
 };
 
@@ -111,7 +113,7 @@ static void cmd_free(gw_redis_cmd *c) {
     if (c->next) c->next->prev = c->prev;
     else r->tail = c->prev;
     r->pending--;
-    if (c->packed) redisFreeCommand(c->packed);
+    free(c->packed);
     free(c);
 }
 
@@ -147,8 +149,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
 }
 
 static int send_packed(gw_redis *r, gw_redis_cmd *c) {
-    if (redisAsyncFormattedCommand(r->link->ac, on_reply, c, c->packed, (size_t)c->packed_len) != REDIS_OK) return -1;
-    redisFreeCommand(c->packed);
+    if (redisAsyncFormattedCommand(r->link->ac, on_reply, c, c->packed, c->packed_len) != REDIS_OK) return -1;
+    free(c->packed);
     c->packed = NULL;
     c->sent = true;
     return 0;
@@ -319,6 +321,7 @@ static void ev_add_write(void *p) { ev_update(p, UV_WRITABLE, 0); }
 static void ev_del_write(void *p) { ev_update(p, 0, UV_WRITABLE); }
 
 static void free_client(gw_redis *r) {
+    buf_free(&r->scratch);
     free(r->name);
     free(r->host);
     free(r->user);
@@ -387,6 +390,37 @@ static void connect_start(gw_redis *r) {
 
 /* ---- the interface ---- */
 
+static char *put_header(char *p, char type, size_t n) {
+    char digits[24];
+    int k = 0;
+    do digits[k++] = (char)('0' + n % 10);
+    while (n /= 10);
+    *p++ = type;
+    while (k) *p++ = digits[--k];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/* The command in Redis's protocol, into r->scratch: what hiredis's formatter makes, without its
+ * printf (a third of the cost of a command, measured). */
+static int format_command(gw_redis *r, int argc, const char **argv, const size_t *argvlen) {
+    size_t size = 24;
+    for (int i = 0; i < argc; i++) size += argvlen[i] + 24;
+    r->scratch.len = 0;
+    if (buf_reserve(&r->scratch, size)) return -1;
+    char *p = put_header(r->scratch.data, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        p = put_header(p, '$', argvlen[i]);
+        memcpy(p, argv[i], argvlen[i]);
+        p += argvlen[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    r->scratch.len = (size_t)(p - r->scratch.data);
+    return 0;
+}
+
 static int copy_str(char **dst, const char *src) {
     *dst = NULL;
     if (!src) return 0;
@@ -436,13 +470,14 @@ int redis_command(gw_redis *r, int argc, const char **argv, const size_t *argvle
     c->data = data;
     c->timeout_ms = timeout_ms ? timeout_ms : r->timeout_ms;
     c->deadline = uv_now(r->loop) + c->timeout_ms;
-    int ok;
-    if (r->state == READY) {
-        ok = redisAsyncCommandArgv(r->link->ac, on_reply, c, argc, argv, argvlen) == REDIS_OK;
+    bool ok = format_command(r, argc, argv, argvlen) == 0;
+    if (ok && r->state == READY) {
+        ok = redisAsyncFormattedCommand(r->link->ac, on_reply, c, r->scratch.data, r->scratch.len) == REDIS_OK;
         c->sent = ok;
-    } else { /* sent once AUTH and SELECT have been answered: never before, on another database */
-        c->packed_len = redisFormatCommandArgv(&c->packed, argc, argv, argvlen);
-        ok = c->packed_len >= 0;
+    } else if (ok) { /* sent once AUTH and SELECT have been answered: never before, on another database */
+        c->packed = malloc(r->scratch.len);
+        if ((ok = c->packed != NULL)) memcpy(c->packed, r->scratch.data, r->scratch.len);
+        c->packed_len = r->scratch.len;
     }
     if (!ok) {
         free(c);

@@ -128,26 +128,42 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Keys
 
-local function client_address(req)
+-- "ip:<address>" for a remote_addr ("127.0.0.1:53312"), remembered: a keep-alive connection asks
+-- with the same string each time. Forgotten whole when it holds too many.
+local ip_keys, nip_keys = {}, 0
+
+local function ip_key(req)
   local addr = req.remote_addr or ""
-  return match(addr, "^(.*):%d+$") or addr
+  local key = ip_keys[addr]
+  if key then return key end
+  key = "ip:" .. (match(addr, "^(.*):%d+$") or addr)
+  if nip_keys >= 10000 then ip_keys, nip_keys = {}, 0 end
+  ip_keys[addr], nip_keys = key, nip_keys + 1
+  return key
 end
+
+-- Header values: the strings of small numbers, made once.
+local numerals = setmetatable({}, { __index = function(t, n)
+  local text = format("%d", n)
+  if n < 65536 then t[n] = text end
+  return text
+end })
 
 local function key_function(key)
   if key == nil or key == "ip" then
-    return function(req) return "ip:" .. client_address(req) end
+    return ip_key
   elseif key == "consumer" or key == "route" then
     local prefix = key .. ":"
     return function(req)
       local v = req[key]
-      if v == nil then return "ip:" .. client_address(req) end
+      if v == nil then return ip_key(req) end
       return prefix .. tostring(v)
     end
   elseif type(key) == "string" and match(key, "^header:.") then
     local name = key:sub(8):lower()
     return function(req)
       local v = req.headers[name]
-      if v == nil then return "ip:" .. client_address(req) end
+      if v == nil then return ip_key(req) end
       return "header:" .. v
     end
   elseif type(key) == "function" then
@@ -200,9 +216,9 @@ local function default_name()
 end
 
 local function headers_of(rl, h)
-  h["RateLimit-Limit"] = rl.limit_text
-  h["RateLimit-Remaining"] = tostring(rl.remaining)
-  h["RateLimit-Reset"] = tostring(rl.reset)
+  h["RateLimit-Limit"] = numerals[rl.limit]
+  h["RateLimit-Remaining"] = numerals[rl.remaining]
+  h["RateLimit-Reset"] = numerals[rl.reset]
   return h
 end
 
@@ -219,7 +235,7 @@ function M.new(opts)
     decide = redis_counter(algorithm == "fixed" and REDIS_FIXED or REDIS_SLIDING, limit, period, name, opts.redis,
                            opts.timeout)
   end
-  local key_of, closed, limit_text = key_function(opts.key), opts.fail == "closed", tostring(limit)
+  local key_of, closed = key_function(opts.key), opts.fail == "closed"
   local last_log, unlogged = -LOG_EVERY, 0
 
   local function cannot_decide(err)
@@ -247,15 +263,14 @@ function M.new(opts)
         return
       end
       local remaining, seconds = limit - count, ceil(reset)
-      local own = { limit = limit, limit_text = limit_text, remaining = remaining < 0 and 0 or remaining,
-                    reset = seconds < 1 and 1 or seconds }
+      local own = { limit = limit, remaining = remaining < 0 and 0 or remaining, reset = seconds < 1 and 1 or seconds }
       -- With several limiters, the headers are those of the one closest to refusing.
       if not admitted or not req.rate_limit or own.remaining < req.rate_limit.remaining then
         req.rate_limit = own
       end
       if not admitted then
         local h = headers_of(own, {})
-        h["Retry-After"] = tostring(own.reset)
+        h["Retry-After"] = numerals[own.reset]
         return 429, { error = "too many requests", request_id = req.id }, h
       end
     end,

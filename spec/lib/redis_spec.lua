@@ -20,9 +20,9 @@ describe("gw.redis", function()
     local got = { run(function()
       r:call("DEL", "k", "l", "n")
       return r:call("SET", "k", "v"), r:call("GET", "k"), r:call("INCRBY", "n", 41),
-             r:call("RPUSH", "l", "a", 7, 2.5, 1e15), r:call("LRANGE", "l", 0, -1)
+             r:call("RPUSH", "l", "a", 7, 2.5, 1e15, -12, ""), r:call("LRANGE", "l", 0, -1)
     end) }
-    assert.same({ "OK", "v", 41, 4, { "a", "7", "2.5", "1000000000000000" } }, got)
+    assert.same({ "OK", "v", 41, 6, { "a", "7", "2.5", "1000000000000000", "-12", "" } }, got)
     -- A nil reply is nil with no error; inside an array it is gw.redis.null (cjson's null).
     local missing, err = run(function() return r:call("GET", "nope") end)
     assert.is_nil(missing)
