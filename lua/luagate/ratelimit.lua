@@ -120,7 +120,7 @@ local function redis_counter(script, limit, period, name, server, timeout)
   local args = { limit, period_ms }
   return function(key)
     local r, err = client:eval(script, { prefix .. key }, args)
-    if not r then return nil, err or "redis: no reply" end
+    if not r then return nil, err end
     return r[1] == 1, r[2], r[3] / 1000
   end
 end
