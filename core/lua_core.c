@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "lua_limit.h"
+#include "lua_redis.h"
 #include "runtime_internal.h"
 
 typedef struct lua_server {
@@ -471,6 +473,8 @@ int luaopen_luagate_core(lua_State *L) {
     }
     fetch_register(L, rt);
     http_register(L, rt);
+    lua_redis_register(L, rt);
+    lua_limit_register(L);
     lua_pushlightuserdata(L, &runtime_wait_token);
     lua_setfield(L, -2, "WAIT");
     lua_pushstring(L, LUAGATE_VERSION);

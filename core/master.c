@@ -30,6 +30,7 @@
 #include "notify.h"
 #include "pidfile.h"
 #include "server.h"
+#include "shm.h"
 
 /* A worker that dies sooner than this after its start is restarted only after the same delay:
  * a worker that cannot start must not turn the master into a fork loop. */
@@ -118,6 +119,7 @@ struct master {
     uv_timer_t heir_timer;
     bool upgrading;
     int upgrade_fd; /* this master is an heir: report "ready" here once serving, then -1 */
+    int shm_fd;     /* the memory its workers share (shm.h), or -1 */
     int pid;
     char oldbin[4200];
     int status;
@@ -357,7 +359,7 @@ static void start_worker(worker *w) {
     snprintf(gen, sizeof gen, "%d", g->number);
     snprintf(pid, sizeof pid, "%d", m->pid);
     char *args[] = {m->exe, "-c", (char *)m->conf_path, "--worker", id, "--generation", gen, "--master", pid, NULL};
-    uv_stdio_container_t stdio[FIRST_FD + GW_MAX_LISTEN + 1] = {
+    uv_stdio_container_t stdio[FIRST_FD + GW_MAX_LISTEN + 2] = {
         {.flags = UV_INHERIT_FD, .data.fd = 0},
         {.flags = UV_INHERIT_FD, .data.fd = 1},
         {.flags = UV_INHERIT_FD, .data.fd = 2},
@@ -366,6 +368,10 @@ static void start_worker(worker *w) {
     for (int i = 0; i < g->cfg.nlisten; i++, n++) {
         stdio[n] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = g->listeners[i]->fd};
         fds_add(fds, sizeof fds, "listen", n);
+    }
+    if (m->shm_fd >= 0) {
+        stdio[n] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = m->shm_fd};
+        fds_add(fds, sizeof fds, "shm", n++);
     }
     uv_pipe_init(&m->loop, &w->ready_pipe, 0);
     w->ready_pipe.data = w;
@@ -848,7 +854,8 @@ static void maybe_finish(master *m) {
 
 int master_run(const char *conf_path, const char *lua_dir) {
     static master m; /* one per process, and large */
-    m = (master){.conf_path = conf_path, .lua_dir = lua_dir, .pid = (int)uv_os_getpid(), .upgrade_fd = -1};
+    m = (master){.conf_path = conf_path, .lua_dir = lua_dir, .pid = (int)uv_os_getpid(), .upgrade_fd = -1,
+                 .shm_fd = -1};
     size_t len = sizeof m.exe;
     if (uv_exepath(m.exe, &len) < 0) {
         fprintf(stderr, "luagate: cannot find its own executable to start workers\n");
@@ -871,14 +878,17 @@ int master_run(const char *conf_path, const char *lua_dir) {
     uv_timer_init(&m.loop, &m.heir_timer);
     uv_timer_init(&m.loop, &m.check_timer);
     m.heir_timer.data = m.check_timer.data = &m;
+    int r = shm_create(&m.shm_fd); /* before any worker: every generation shares it */
+    if (r < 0) log_error("no memory shared by the workers (%s): \"shared\" limits count per worker", strerror(-r));
     start_reload(&m);
     uv_run(&m.loop, UV_RUN_DEFAULT);
-    int r = uv_loop_close(&m.loop);
+    r = uv_loop_close(&m.loop);
     while (m.listeners) {
         m.listeners->refs = 1;
         listener_unref(&m, m.listeners);
     }
     if (m.upgrade_fd >= 0) close(m.upgrade_fd);
+    if (m.shm_fd >= 0) close(m.shm_fd);
     if (m.cfg.pid[0]) pidfile_remove(m.cfg.pid, m.pid);
     if (m.oldbin[0]) pidfile_remove(m.oldbin, m.pid);
     if (m.started) log_info("all workers stopped; exiting");

@@ -112,6 +112,9 @@ void op_free(gw_op *op);
 /* The op's work is done: its task is resumed with (id, deliver's results) from the runtime's ready
  * list, never on the stack of the code that completed it. */
 void op_complete(gw_op *op);
+/* The task that may start an op from L (a function of luagate.core), or a Lua error saying why
+ * not: only the running handler's own coroutine, where it can yield. */
+gw_task *op_owner(lua_State *L, const char *what);
 /* Drop an op that was never started. */
 void op_discard(gw_op *op);
 /* Stop an op without resuming its task. */

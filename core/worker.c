@@ -14,6 +14,7 @@
 #include "log.h"
 #include "runtime.h"
 #include "server.h"
+#include "shm.h"
 
 typedef struct worker worker;
 
@@ -170,6 +171,8 @@ int worker_run(const worker_options *o) {
         fprintf(stderr, "luagate: a worker needs its descriptors in %s (started by a master)\n", FDS_ENV);
         return 1;
     }
+    int shm_fd;
+    if (fds_get("shm", &shm_fd, 1) == 1) shm_adopt(shm_fd);
     fds_forget();
 
     worker w = {.master_pid = o->master_pid};

@@ -71,6 +71,46 @@ local function check_url(v)
   return v:gsub("/+$", "")
 end
 
+-- "redis://[user:password@]host[:port][/db]": host an IP address or localhost (a name would
+-- be resolved on the loop, blocking it). Returns { host, port, db, user, password } or nil, err.
+function M.parse_redis_url(v)
+  local rest = v:match("^redis://(.*)$")
+  if not rest or rest:match("%s") then
+    return nil, 'expected "redis://host:port/db", such as "redis://127.0.0.1:6379/0"'
+  end
+  local parts, userinfo = {}, rest:match("^([^@/]*)@")
+  if userinfo then
+    rest = rest:sub(#userinfo + 2)
+    local user, password = userinfo:match("^([^:]*):(.*)$")
+    parts.user, parts.password = user ~= "" and user or nil, password or userinfo
+  end
+  local host, port, db = rest:match("^%[([%x:%.]+)%]:?(%d*)/?(%d*)$")
+  if not host then host, port, db = rest:match("^([^:/%[%]]+):?(%d*)/?(%d*)$") end
+  if not host then return nil, 'expected "redis://host:port/db", got ' .. ("%q"):format(v) end
+  if host == "localhost" then host = "127.0.0.1" end
+  if not is_ipv4(host) and not host:find(":", 1, true) then
+    return nil, ("expected an IP address or localhost as the host (names are not resolved), got %q"):format(host)
+  end
+  parts.host, parts.port, parts.db = host, tonumber(port) or 6379, tonumber(db) or 0
+  if parts.port < 1 or parts.port > 65535 then return nil, "the port must be from 1 to 65535" end
+  return parts
+end
+
+local function check_redis_url(v)
+  local parts, err = M.parse_redis_url(v)
+  if not parts then return nil, err end
+  return v
+end
+
+-- A checked redis entry, with the parts of its url added; its own password wins over the url's.
+local function redis_parts(entry)
+  local parts = M.parse_redis_url(entry.url)
+  for k, v in pairs(parts) do
+    if entry[k] == nil then entry[k] = v end
+  end
+  return entry
+end
+
 -- workers = N | "auto" (one per CPU core): how many worker processes share the port.
 local function check_workers(v)
   if v == "auto" or (is_int(v) and v >= 1 and v <= 256) then return v end
@@ -95,6 +135,12 @@ local upstream_fields = {
   max_response_body = { type = "integer", min = 0, doc = "bytes of a buffered answer (default: the gateway's)" },
 }
 
+local redis_fields = {
+  url = { type = "string", required = true, check = check_redis_url },
+  timeout = { type = "number", default = 1, min = 0.001, doc = "seconds to connect, and for each command" },
+  password = { type = "string", doc = "sent with AUTH on connect" },
+}
+
 local top_fields = {
   listen = { default = "127.0.0.1:8080", check = check_listens },
   workers = { default = 1, check = check_workers },
@@ -114,6 +160,7 @@ local top_fields = {
   backlog = { type = "integer", default = 4096, min = 1 },
   upstream_keepalive = { type = "integer", default = 256, min = 1 },
   upstreams = { type = "table", default = {}, map = { type = "table", fields = upstream_fields } },
+  redis = { type = "table", default = {}, map = { type = "table", fields = redis_fields, check = redis_parts } },
   credentials = { type = "table", default = {}, fields = {
     api_keys = { type = "table", default = {}, map = { type = "string" } }, -- consumer name -> key
     basic = { type = "table", default = {}, map = { type = "string" } },    -- user -> password
@@ -212,7 +259,11 @@ function check_value(ctx, spec, v, path, line)
     table.sort(names)
     return nil, ctx.err(line, path, "expected one of " .. table.concat(names, ", ") .. ", got " .. type_name(v))
   end
-  if t == "table" then return check_table(ctx, spec, v, path, line) end
+  if t == "table" then
+    local out, err = check_table(ctx, spec, v, path, line)
+    if out and spec.check then out = spec.check(out) end -- adds what its checked fields imply
+    return out, err
+  end
   if spec.check then
     local cv, err = spec.check(v)
     if cv == nil then return nil, ctx.err(line, path, err) end

@@ -17,6 +17,8 @@ local json = require "luagate.json"
 local request = require "luagate.request"
 local router = require "luagate.router"
 local middleware = require "luagate.middleware"
+local redis = require "luagate.redis"
+local ratelimit = require "luagate.ratelimit"
 
 local M = { version = core.version, json = json }
 
@@ -121,6 +123,10 @@ M.auth = {
   api_key = function(opts) return middleware.auth.api_key(opts, credentials) end,
   basic = function(opts) return middleware.auth.basic(opts, credentials) end,
 }
+
+--- gw.rate_limit { limit =, period =, key =, policy =, ... }: at most limit requests per key and
+--- period, 429 beyond (luagate/ratelimit.lua).
+M.rate_limit = ratelimit.new
 
 --- Apply middleware to every request, in the order given, before routing: a global before runs
 --- even when no route matches (so CORS can answer a preflight), a global after sees every answer.
@@ -500,6 +506,12 @@ function M.sleep(seconds)
 end
 
 ---------------------------------------------------------------------------------------------------
+-- Redis: gw.redis(name [, { timeout = s }]) -> client with :call(cmd, ...) and :eval(script, keys,
+-- args) (see luagate/redis.lua); gw.redis.null is a nil inside an array reply.
+
+M.redis = setmetatable({ null = core.redis_null }, { __call = function(_, name, opts) return redis.client(name, opts) end })
+
+---------------------------------------------------------------------------------------------------
 -- Logging and time
 
 --- Write to the error log: log(message) at info, or log(level, message) with level one of
@@ -694,7 +706,8 @@ function M.upstreams(changes)
 end
 
 -- Forget every route and upstream (specs load scripts into a fresh app).
-function M._reset(upstreams, creds, max_response_body)
+function M._reset(upstreams, creds, redis_servers, max_response_body)
+  redis.configure(redis_servers)
   app.max_response_body = max_response_body
   app.router = router.new()
   app.upstreams = upstreams or {}
@@ -729,7 +742,7 @@ end
 -- Start-up: take the checked config, load the route scripts, return the dispatcher and the
 -- scripts loaded ({ script =, routes = } each).
 function M._boot(conf)
-  M._reset(conf.upstreams, conf.credentials, conf.max_response_body)
+  M._reset(conf.upstreams, conf.credentials, conf.redis, conf.max_response_body)
   app.config = conf
   local dirs = { conf.routes }
   for _, d in ipairs(conf.lua_path or {}) do dirs[#dirs + 1] = d end

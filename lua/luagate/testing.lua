@@ -21,14 +21,14 @@ T.timeout = 10
 --- A URL where nothing listens: fetches to it are refused at once.
 T.closed_url = "http://127.0.0.1:1"
 
---- Load route scripts into a fresh app. opts.upstreams, opts.credentials, opts.max_response_body:
---- as in gateway.conf.
+--- Load route scripts into a fresh app. opts.upstreams, opts.credentials, opts.redis,
+--- opts.max_response_body: as in gateway.conf.
 function T.load(scripts, opts)
   if type(scripts) == "string" then scripts = { scripts } end
   opts = opts or {}
   local conf = assert(config.check({ upstreams = opts.upstreams or {}, credentials = opts.credentials,
-                                     max_response_body = opts.max_response_body }, "spec"))
-  gw._reset(conf.upstreams, conf.credentials, conf.max_response_body)
+                                     redis = opts.redis, max_response_body = opts.max_response_body }, "spec"))
+  gw._reset(conf.upstreams, conf.credentials, conf.redis, conf.max_response_body)
   for _, path in ipairs(scripts) do
     local chunk = assert(loadfile(path))
     chunk()
@@ -103,6 +103,9 @@ function T.mock_fetch(responses)
 end
 
 function T.unmock_fetch() gw._mock_fetch(nil) end
+
+--- Start a throwaway redis-server on a free loopback port (luagate/redis_server.lua).
+T.redis_server = require("luagate.redis_server").start
 
 --- This process's counters (gw.stats): handlers, upstream_active, upstream_connections_opened.
 T.stats = core.stats

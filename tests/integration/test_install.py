@@ -75,6 +75,7 @@ class InstallTest(unittest.TestCase):
         self.assertTrue(os.access(self.bin, os.X_OK))
         lib = os.path.join(self.dest, "usr", "share", "luagate", "luagate")
         self.assertEqual(sorted(os.listdir(lib)), ["config.lua", "init.lua", "json.lua", "middleware.lua",
+                                                   "ratelimit.lua", "redis.lua", "redis_server.lua",
                                                    "request.lua", "router.lua", "testing.lua"])
 
     def test_it_serves_from_any_directory_with_its_own_library_and_lua_path(self):

@@ -137,6 +137,7 @@ class WorkersTest(WorkersTestCase):
 
     def test_graceful_stop_finishes_requests_in_flight_on_every_worker(self):
         with self.gateway(probe=True) as gw:
+            serving(gw)  # the kernel spreads connections only over the workers already listening
             results, conns = [], []
             lock = threading.Lock()
 
