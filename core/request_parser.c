@@ -29,8 +29,8 @@ static int fail(request_parser *rp, int status) {
     return -1;
 }
 
+/* The head's size was checked by the strict scanner (max_header_size, on the raw bytes). */
 static int head_append(request_parser *rp, const char *at, size_t len) {
-    if (rp->head.len + len > rp->limits->max_header_size) return fail(rp, 431);
     if (buf_append(&rp->head, at, len)) return fail(rp, 500);
     return 0;
 }
@@ -133,6 +133,7 @@ static const llhttp_settings_t settings = {
 
 void request_parser_init(request_parser *rp, const gw_limits *limits, const request_parser_events *ev, void *owner) {
     *rp = (request_parser){.limits = limits, .ev = ev, .owner = owner};
+    http_strict_init(&rp->strict, HS_REQUEST, limits->max_header_size);
     llhttp_init(&rp->llhttp, HTTP_REQUEST, &settings);
     rp->llhttp.data = rp;
 }
@@ -149,29 +150,41 @@ void request_parser_trim(request_parser *rp) {
     buf_reset(&rp->body, KEEP_BUF);
 }
 
+static enum parse_outcome failed(request_parser *rp, int status, const char *why) {
+    rp->in_message = false;
+    log_debug("bad request: %s", why);
+    if (!rp->error_status) rp->error_status = status;
+    return PARSE_FAILED;
+}
+
+/* The strict scanner sees the bytes first and says where the message ends; llhttp then parses the
+ * same bytes into the request and must end it at the same byte. A disagreement is a message that
+ * two parsers read two ways: refused like any other ambiguous framing. */
 enum parse_outcome request_parser_execute(request_parser *rp, const char *data, size_t len, size_t *used) {
-    enum llhttp_errno err = llhttp_execute(&rp->llhttp, data, len);
-    if (err == HPE_OK) {
-        *used = len;
-        return PARSE_MORE;
+    size_t n;
+    enum hs_step step = http_strict_scan(&rp->strict, data, len, &n);
+    *used = len;
+    if (step == HS_ERROR) {
+        const char *why;
+        enum hs_error e = http_strict_error(&rp->strict, &why);
+        return failed(rp, http_strict_request_status(e), why);
     }
+    enum llhttp_errno err = llhttp_execute(&rp->llhttp, data, n);
+    bool ended_here = err == HPE_PAUSED && llhttp_get_error_pos(&rp->llhttp) == data + n;
+    if ((step == HS_DONE) != ended_here && (err == HPE_OK || err == HPE_PAUSED))
+        return failed(rp, 400, "the strict scanner and llhttp disagree on where the request ends");
+    if (err == HPE_OK) return PARSE_MORE;
     if (err == HPE_PAUSED_UPGRADE) {
         *used = len;
         return PARSE_CLOSE;
     }
     if (err == HPE_PAUSED) {
-        *used = (size_t)(llhttp_get_error_pos(&rp->llhttp) - data);
+        *used = n;
         llhttp_resume(&rp->llhttp);
         rp->in_message = false;
         return PARSE_REQUEST;
     }
-    *used = len;
-    rp->in_message = false;
-    if (!rp->error_status) {
-        log_debug("bad request: %s", llhttp_get_error_reason(&rp->llhttp));
-        rp->error_status = 400;
-    }
-    return PARSE_FAILED;
+    return failed(rp, 400, llhttp_get_error_reason(&rp->llhttp));
 }
 
 int request_parser_status(const request_parser *rp, const char **message) {
@@ -179,6 +192,7 @@ int request_parser_status(const request_parser *rp, const char **message) {
     case 413: *message = "request body too large"; break;
     case 431: *message = "request header fields too large"; break;
     case 500: *message = "out of memory"; break;
+    case 501: *message = "transfer coding not implemented"; break;
     default: *message = "bad request";
     }
     return rp->error_status ? rp->error_status : 400;
@@ -264,13 +278,11 @@ int request_parser_build(request_parser *rp, gw_request *r, char *id_out) {
     r->query_len = q ? url_len - query_off : 0;
 
     gw_header *hs = (gw_header *)rp->headers.data;
-    int hosts = 0;
     for (size_t i = 0; i < nspans; i++) {
         const span *s = (const span *)rp->spans.data + i;
         char *name = h + s->name_off;
         for (size_t k = 0; k < s->name_len; k++) name[k] = (char)tolower((unsigned char)name[k]);
         hs[i] = (gw_header){name, s->name_len, h + s->val_off, s->val_len};
-        if (s->name_len == 4 && memcmp(name, "host", 4) == 0) hosts++;
         if (s->name_len == 12 && memcmp(name, "x-request-id", 12) == 0 && valid_request_id(hs[i].value, s->val_len)) {
             memcpy(id_out, hs[i].value, s->val_len);
             id_out[s->val_len] = '\0';
@@ -280,7 +292,5 @@ int request_parser_build(request_parser *rp, gw_request *r, char *id_out) {
     r->nheaders = nspans;
     r->body = rp->body.data ? rp->body.data : "";
     r->body_len = rp->body.len;
-    /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; any request has at most one. */
-    if (hosts > 1 || (p->http_major == 1 && p->http_minor == 1 && hosts == 0)) return 400;
     return 0;
 }

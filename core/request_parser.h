@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "buf.h"
+#include "http_strict.h"
 #include "server.h"
 
 /* What the parser needs of its connection while it parses. */
@@ -18,6 +19,7 @@ typedef struct request_parser_events {
 
 typedef struct request_parser {
     llhttp_t llhttp;
+    http_strict strict; /* runs over the same bytes first: what llhttp 8 lets through, it refuses */
     gw_buf head;    /* URL, header names and values of the request being parsed */
     gw_buf spans;   /* where each header sits in head */
     gw_buf headers; /* gw_header[] for the app, built when the request is complete */
@@ -44,7 +46,7 @@ void request_parser_init(request_parser *p, const gw_limits *limits, const reque
 void request_parser_free(request_parser *p);
 /* Feed bytes; *used: how many were taken (up to the end of a complete request). */
 enum parse_outcome request_parser_execute(request_parser *p, const char *data, size_t len, size_t *used);
-/* After PARSE_FAILED: the status to answer (400, 413, 431, 500) and a short reason. */
+/* After PARSE_FAILED: the status to answer (400, 413, 431, 500, 501) and a short reason. */
 int request_parser_status(const request_parser *p, const char **message);
 /* After PARSE_REQUEST: fill req (pointers into the parser's buffers, valid until the next
  * request begins). id_out (65 bytes) gets the client's X-Request-Id when it is sane, else "".
