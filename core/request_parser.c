@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "path.h"
 
 #define MAX_HEADERS 100
 #define KEEP_BUF 16384 /* buffers larger than this are freed after the request */
@@ -198,30 +199,16 @@ int request_parser_status(const request_parser *rp, const char **message) {
     return rp->error_status ? rp->error_status : 400;
 }
 
-static int hex_value(char ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    ch = (char)(ch | 0x20);
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    return -1;
-}
-
-/* Percent-decode the path into head (after everything else). -1 on a malformed escape or %00. */
-static int decode_path(request_parser *rp, const char *path, size_t len, size_t *off) {
-    if (buf_reserve(&rp->head, len + 1)) return -1;
+/* The decoded, normalised path into head (after everything else): see path.h. */
+static int normalize_path(request_parser *rp, const char *path, size_t len, size_t *off) {
+    if (buf_reserve(&rp->head, len + 2)) return -1;
     *off = rp->head.len;
-    char *out = rp->head.data + rp->head.len;
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (path[i] != '%') {
-            out[n++] = path[i];
-            continue;
-        }
-        int hi = i + 2 < len ? hex_value(path[i + 1]) : -1, lo = hi >= 0 ? hex_value(path[i + 2]) : -1;
-        if (lo < 0 || (hi == 0 && lo == 0)) return -1;
-        out[n++] = (char)(hi * 16 + lo);
-        i += 2;
+    size_t n;
+    enum path_error e = path_normalize(path, len, rp->head.data + rp->head.len, &n);
+    if (e) {
+        log_debug("bad request: %s", path_error_reason(e));
+        return -1;
     }
-    out[n] = '\0';
     rp->head.len += n + 1;
     return (int)n;
 }
@@ -260,14 +247,10 @@ int request_parser_build(request_parser *rp, gw_request *r, char *id_out) {
     rp->headers.len = 0;
     if (buf_reserve(&rp->headers, nspans * sizeof(gw_header) + 1)) return 500;
     size_t path_off;
-    int path_len = decode_path(rp, url + start, path_end - start, &path_off);
+    /* "GET http://host HTTP/1.1": the path is "/" */
+    bool no_path = path_end == start;
+    int path_len = normalize_path(rp, no_path ? "/" : url + start, no_path ? 1 : path_end - start, &path_off);
     if (path_len < 0) return 400;
-    if (path_len == 0) {
-        /* "GET http://host HTTP/1.1" or "OPTIONS *": the path is "/" */
-        if (buf_append(&rp->head, "/", 2)) return 500;
-        path_off = rp->head.len - 2;
-        path_len = 1;
-    }
     /* head is final now: pointers into it stay valid until the next request begins. */
     char *h = rp->head.data;
     r->path = h + path_off;

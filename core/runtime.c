@@ -362,6 +362,8 @@ int runtime_new(gw_runtime **out, uv_loop_t *loop, const char *lua_dir, long ups
     lua_pushlightuserdata(L, rt);
     lua_pushcclosure(L, luaopen_luagate_core, 1);
     lua_setfield(L, -2, "luagate.core");
+    lua_pushcfunction(L, luaopen_luagate_path);
+    lua_setfield(L, -2, "luagate.path");
     lua_pop(L, 2);
     *out = rt;
     return 0;

@@ -88,5 +88,6 @@ void op_discard(gw_op *op);
 void op_cancel(gw_op *op);
 
 int luaopen_luagate_core(lua_State *L);
+int luaopen_luagate_path(lua_State *L);
 
 #endif

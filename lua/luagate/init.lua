@@ -172,17 +172,59 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Fetch
 
---- true when path is a path on the upstream's host: it starts with one "/", and holds no "..",
---- backslash, whitespace or control characters that could lead elsewhere.
-local byte, find = string.byte, string.find
+local byte, find, gsub, char = string.byte, string.find, string.gsub, string.char
 
+local function hex_char(h) return char(tonumber(h, 16)) end
+
+-- UTF-8 as RFC 3629 has it: no overlong forms, no surrogates, nothing past U+10FFFF.
+local function valid_utf8(s)
+  if not find(s, "[\128-\255]") then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = byte(s, i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
+                or (c >= 0xF0 and c <= 0xF4) and 4 or nil
+    if not len then return false end -- a stray continuation byte, C0/C1 (overlong), F5-FF
+    if len > 1 then
+      local c2 = byte(s, i + 1) or 0
+      local lo, hi = 0x80, 0xBF
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F      -- overlong; surrogates
+      elseif c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end -- overlong; > U+10FFFF
+      if c2 < lo or c2 > hi then return false end
+      for k = i + 2, i + len - 1 do
+        local ck = byte(s, k) or 0
+        if ck < 0x80 or ck > 0xBF then return false end
+      end
+    end
+    i = i + len
+  end
+  return true
+end
+
+local function unsafe_chars(p)
+  return find(p, "[%s%c\\]") or find(p, "..", 1, true)
+end
+
+--- true when path is a path on the upstream's host: it starts with one "/", and holds no "..",
+--- backslash, whitespace or control characters that could lead elsewhere; no malformed escape
+--- ("%u002e", a lone "%") and no encoded "%" or "." (a second decoding upstream could make a ".."
+--- of them). Its path part (before "?") once percent-decoded holds no "..", backslash or control
+--- character either, and is valid UTF-8: no overlong forms such as "%c0%ae", which lenient
+--- decoders take for ".".
 function M.is_safe_path(path)
   if type(path) ~= "string" or byte(path, 1) ~= 47 or byte(path, 2) == 47 then return false end -- "/", not "//"
-  if find(path, "[%s%c\\#]") or find(path, "..", 1, true) then return false end
-  -- An encoded dot ("%2e") is never needed and may be decoded into ".." upstream; an encoded
-  -- percent ("%25") can hide one from a single decoding.
-  if find(path, "%", 1, true) and (find(path, "%%2[eE]") or find(path, "%%25")) then return false end
-  return true
+  if unsafe_chars(path) or find(path, "#", 1, true) then return false end
+  local part = path:match("^[^?]*")
+  if find(path, "%", 1, true) then
+    -- Every "%" starts an escape of two hex digits: "%u002e" (IIS) and "%%" are not escapes.
+    if find(path, "%%%X") or find(path, "%%.%X") or find(path, "%%.?$") then return false end
+    -- An encoded dot ("%2e") is never needed and may be decoded into ".." upstream; an encoded
+    -- percent ("%25") can hide one from a single decoding.
+    if find(path, "%%2[eE]") or find(path, "%%25") then return false end
+    part = gsub(part, "%%(%x%x)", hex_char)
+    if find(part, "[%c\\]") or find(part, "..", 1, true) then return false end
+  end
+  return valid_utf8(part)
 end
 
 local function header_lines(lines, headers)

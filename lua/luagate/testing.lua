@@ -41,7 +41,11 @@ function Response:json() return json.decode(self.body) end
 --- fields: headers, body (a table is sent as JSON), id, remote_addr.
 --- Returns { status, body, headers, :json() }; a Lua error in the handler is raised here.
 function T.request(method, target, fields)
-  local req = request.new(method, target, fields)
+  local req, bad = request.new(method, target, fields)
+  if not req then -- the server answers such a target 400 before any route sees it
+    local body = json.encode { error = "bad request", detail = bad }
+    return setmetatable({ status = 400, body = body, headers = setmetatable({}, request.headers_mt) }, Response)
+  end
   local ok, status, body, ctype, headers = core.run(T.timeout, req.id, gw._dispatch, req)
   if not ok then error(status, 2) end
   local h = setmetatable({}, request.headers_mt)

@@ -196,3 +196,46 @@ class StrictLimitsTest(harness.GatewayTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+PATH_ROUTES = r'''
+local gw = require "luagate"
+gw.use(function(req)
+  if req.path:find("^/admin") and req.headers["x-key"] ~= "k" then return 403, { denied = req.path } end
+end)
+gw.get("/admin", function(req) return 200, { admin = true } end)
+gw.get("/files/*rest", function(req) return 200, { rest = req.params.rest, path = req.path, target = req.target } end)
+'''
+
+
+@harness.require_binary
+class PathTest(harness.GatewayTestCase):
+    """req.path is decoded and normalised before routing and middleware (README: "Paths")."""
+    GATEWAY_ARGS = {"extra_routes": {"zz_paths.lua": PATH_ROUTES}}
+
+    def get(self, target, headers=b""):
+        with self.gw.connect(timeout=3) as c:
+            c.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+            return c.read_response()
+
+    def test_dot_segments_cannot_walk_around_a_rule(self):
+        for target in (b"/files/%2e%2e/admin", b"/files/../admin", b"/files/%2E%2E/admin", b"//admin",
+                       b"/admin/./", b"/admin/.", b"/./admin", b"/files/.%2e//admin", b"/x/y/../../admin"):
+            r = self.get(target)
+            self.assertEqual(r.status, 403, target)
+            self.assertTrue(r.json()["denied"].startswith("/admin"), r.json())
+        self.assertEqual(self.get(b"/files/../admin", b"X-Key: k\r\n").status, 200)
+
+    def test_encoded_slash_and_climbing_above_the_root_are_400(self):
+        for target in (b"/files/..%2Fadmin", b"/files/a%2fb", b"/..", b"/files/../../admin", b"/files/%2e%2e/%2e%2e/x",
+                       b"/a%00", b"/a%zz", b"/a%u002e"):
+            with self.gw.connect(timeout=3) as c:
+                c.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                r = c.read_response()
+                self.assertEqual(r.status, 400, target)
+                self.assertTrue(c.is_closed_by_peer(3), target)
+
+    def test_path_is_normalised_target_is_raw(self):
+        r = self.get(b"/files/a/./b//c/%2e%2e/d?q=%2e")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json(), {"rest": "a/b/d", "path": "/files/a/b/d", "target": "/files/a/./b//c/%2e%2e/d?q=%2e"})
