@@ -81,7 +81,7 @@ static void on_timeout(uv_timer_t *t) {
         return;
     }
     if (c->lingering && q == 0) log_debug("%s: peer did not close after the last response", c->remote);
-    else if (q) log_info("%s: client stopped reading; closing", c->remote);
+    else if (q) log_debug("%s: client stopped reading; closing", c->remote);
     conn_close(c);
 }
 
@@ -254,7 +254,7 @@ static void conn_fail(gw_conn *c, int status, const char *message) {
     const char *id = c->req.id ? c->req.id : c->id;
     char body[RESPONSE_ERROR_BUF];
     gw_response r = response_error(status, message, id, body);
-    log_info("%s: %d %s", c->remote, status, message);
+    log_debug("%s: %d %s", c->remote, status, message); /* client-caused: not worth a line each at info */
     c->req.http_minor = 1;
     c->req.is_head = false;
     conn_send(c, &r, false);

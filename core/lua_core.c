@@ -376,6 +376,10 @@ static int l_listen(lua_State *L) {
     lua_pushvalue(L, 3);
     gw_app app;
     s->app = runtime_app_new(rt, &app);
+    if (!s->app) {
+        free(s);
+        return luaL_error(L, "listen: out of memory");
+    }
     s->rt = rt;
     gw_limits limits = {.max_header_size = 65536,
                         .max_body_size = 16 << 20,

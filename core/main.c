@@ -164,6 +164,7 @@ static int run_gateway(const start_options *o) {
     }
     gw_app app;
     g.app = runtime_app_new(g.rt, &app); /* pops the dispatch function _boot returned */
+    if (!g.app) return fail_start(&g, "out of memory");
     gw_listen where = {.host = g.cfg.host, .port = g.cfg.port};
     if (o->worker_id) {
         where.host = o->worker_host ? o->worker_host : g.cfg.host;

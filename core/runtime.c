@@ -119,7 +119,8 @@ static void task_respond(gw_task *t) {
     gw_response r = {0};
     r.status = (int)lua_tointeger(co, 1);
     if (r.status < 200 || r.status > 999) { /* 1xx would need a protocol switch or a final answer */
-        log_error("request %s: handler returned an invalid status", request_label(t));
+        log_error("request %s %s %.*s: handler returned an invalid status %d", t->req->id, t->req->method,
+                  (int)t->req->path_len, t->req->path, r.status);
         respond_error(t, 500, "internal server error");
         return;
     }
@@ -307,7 +308,7 @@ static void on_abort(gw_request *req, void *data) {
     if (!t) return;
     req->app_data = NULL;
     t->req = NULL;
-    log_info("request %s: client closed the connection before the response; handler stopped", req->id);
+    log_debug("request %s: client closed the connection before the response; handler stopped", req->id);
     if (t->running) {
         t->aborted = true; /* freed when its resume returns */
         return;
@@ -317,7 +318,10 @@ static void on_abort(gw_request *req, void *data) {
 
 gw_lua_app *runtime_app_new(gw_runtime *rt, gw_app *app_out) {
     gw_lua_app *a = calloc(1, sizeof *a);
-    if (!a) return NULL;
+    if (!a) {
+        lua_pop(rt->L, 1); /* the dispatch function is taken either way */
+        return NULL;
+    }
     a->rt = rt;
     a->dispatch_ref = luaL_ref(rt->L, LUA_REGISTRYINDEX);
     *app_out = (gw_app){.on_request = on_request, .on_abort = on_abort, .data = a};

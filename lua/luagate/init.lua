@@ -34,11 +34,23 @@ local chain -- defined with the middleware, below
 --- Register handler(req) for method and path. Paths may hold ":name" segments and a final
 --- "*name"; their values are in req.params. The handler returns status, body, headers.
 --- Middleware may come between path and handler: gw.get(path, mw1, mw2, handler).
+local THIS_FILE = debug.getinfo(1, "S").source
+
+-- "script:line" of the route script that called into this file.
+local function caller_location()
+  for level = 3, 12 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if info.source ~= THIS_FILE and info.what ~= "C" then return info.short_src .. ":" .. info.currentline end
+  end
+  return "?"
+end
+
 function M.route(method, path, ...)
   local n = select("#", ...)
   local handler = select(n, ...)
   if n > 1 then handler = chain({ ... }, n - 1, handler) end
-  app.router:add(method:upper(), path, handler)
+  app.router:add(method:upper(), path, handler, caller_location())
 end
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
   local method = m:upper()
@@ -59,8 +71,37 @@ local function as_middleware(mw)
   return mw
 end
 
+-- res.headers for after middleware: any spelling finds a header, and setting one under another
+-- spelling replaces it, so that a header is never sent twice (Content-Type and content-type).
+local response_headers_mt = {
+  __index = function(t, k)
+    if type(k) ~= "string" then return nil end
+    local lk = k:lower()
+    for name, v in next, t do
+      if type(name) == "string" and name:lower() == lk then return v end
+    end
+  end,
+  __newindex = function(t, k, v) -- k is not in t under this spelling
+    if type(k) == "string" then
+      local lk = k:lower()
+      for name in next, t do
+        if type(name) == "string" and name:lower() == lk then rawset(t, name, nil) break end
+      end
+    end
+    rawset(t, k, v)
+  end,
+}
+
+-- A copy of the handler's headers (which may be a table it returns for every request) that
+-- middleware may change.
+local function response_headers(headers)
+  local h = setmetatable({}, response_headers_mt)
+  if headers then for k, v in pairs(headers) do h[k] = v end end
+  return h
+end
+
 local function run_after(afters, req, status, body, headers)
-  local res = { status = status or 200, body = body, headers = headers or {} }
+  local res = { status = status or 200, body = body, headers = response_headers(headers) }
   for i = #afters, 1, -1 do afters[i](req, res) end
   return res.status, res.body, res.headers
 end
@@ -112,9 +153,17 @@ end
 -- Headers as the server takes them: name -> string or list of strings, Content-Type apart.
 -- The common answers (no headers but a Content-Type) make no new table.
 local function normalise_headers(headers)
-  local out, ctype
+  local out, ctype, seen
   for k, v in pairs(headers) do
     if type(k) ~= "string" then error("response header names must be strings", 3) end
+    if next(headers, k) ~= nil or seen then -- more than one header: is this one there twice?
+      seen = seen or {}
+      local lk = k:lower()
+      if seen[lk] then
+        error(("response header '%s' is set twice, as '%s' and '%s'"):format(lk, seen[lk], k), 3)
+      end
+      seen[lk] = k
+    end
     local tv = type(v)
     if tv == "table" then
       local list = {}
@@ -135,10 +184,14 @@ end
 
 -- The handler's (status, body, headers) as the server takes them: status, body string,
 -- content type, headers table. A table body is sent as JSON.
-local function finish(status, body, headers)
+local function finish(req, status, body, headers)
   if status == nil then status = 200 end
   if type(status) ~= "number" then
     error(("a handler returns status, body, headers: got a %s for the status"):format(type(status)), 2)
+  end
+  if status < 200 or status > 599 or status % 1 ~= 0 then
+    error(("invalid status %s for %s %s (route %s): a final status is an integer from 200 to 599")
+          :format(tostring(status), req.method, req.path, tostring(req.route or "none")), 2)
   end
   local ctype
   local tb = type(body)
@@ -294,7 +347,9 @@ end
 -- Start one transfer: target is an upstream name (then path is its path) or a full URL.
 local function start(target, path, opts)
   local url, up, prep
-  if type(target) ~= "string" then return nil, "fetch: expected an upstream name or a URL" end
+  if type(target) ~= "string" then -- a programmer's mistake, not a failure of the network
+    error("fetch: expected an upstream name or a URL, got " .. type(target), 3)
+  end
   if find(target, "://", 1, true) then
     url, opts = target, path
   else
@@ -549,7 +604,7 @@ local function dispatch_with(r, req, befores, afters)
   end
   if status == nil then status, body, headers = route(r, req) end
   if afters and afters[1] then status, body, headers = run_after(afters, req, status, body, headers) end
-  return finish(status, body, headers)
+  return finish(req, status, body, headers)
 end
 
 -- The server's entry point for each request, with the request's parts as arguments: a table
