@@ -17,6 +17,7 @@ static int hex_value(char ch) {
 static enum path_error decode(const char *in, size_t len, char *out, size_t *n_out) {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
+        if (in[i] == '\0') return PATH_NUL;
         if (in[i] != '%') {
             out[n++] = in[i];
             continue;

@@ -9,7 +9,7 @@
 enum path_error {
     PATH_OK,
     PATH_BAD_ESCAPE,    /* '%' not followed by two hex digits */
-    PATH_NUL,           /* %00 */
+    PATH_NUL,           /* a NUL byte, raw or as %00 */
     PATH_ENCODED_SLASH, /* %2F: a slash that is not a separator (refused, see README.md) */
     PATH_ABOVE_ROOT,    /* more ".." segments than there are segments */
     PATH_NOT_ABSOLUTE,  /* neither "/..." nor "*" */

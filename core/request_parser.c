@@ -171,8 +171,9 @@ enum parse_outcome request_parser_execute(request_parser *rp, const char *data, 
         return failed(rp, http_strict_request_status(e), why);
     }
     enum llhttp_errno err = llhttp_execute(&rp->llhttp, data, n);
-    bool ended_here = err == HPE_PAUSED && llhttp_get_error_pos(&rp->llhttp) == data + n;
-    if ((step == HS_DONE) != ended_here && (err == HPE_OK || err == HPE_PAUSED))
+    bool ended = err == HPE_PAUSED;
+    if ((err == HPE_OK || ended) &&
+        (ended != (step == HS_DONE) || (ended && llhttp_get_error_pos(&rp->llhttp) != data + n)))
         return failed(rp, 400, "the strict scanner and llhttp disagree on where the request ends");
     if (err == HPE_OK) return PARSE_MORE;
     if (err == HPE_PAUSED_UPGRADE) {
