@@ -83,7 +83,7 @@ const char *path_error_reason(enum path_error e) {
     switch (e) {
     case PATH_OK: return "ok";
     case PATH_BAD_ESCAPE: return "malformed percent-encoding in the path";
-    case PATH_NUL: return "%00 in the path";
+    case PATH_NUL: return "NUL (raw or %00) in the path";
     case PATH_ENCODED_SLASH: return "encoded slash (%2F) in the path";
     case PATH_ABOVE_ROOT: return "the path climbs above the root";
     case PATH_NOT_ABSOLUTE: return "the path does not start with '/'";
