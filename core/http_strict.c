@@ -130,6 +130,14 @@ static enum hs_step fail(http_strict *s, enum hs_error e) {
     return HS_ERROR;
 }
 
+/* The method: CONNECT has no content (RFC 9110 9.3.6); PRI starts HTTP/2's connection preface
+ * (RFC 9113 3.4), never an HTTP/1.1 request (llhttp would wait for the rest of the preface). */
+static enum hs_error method_done(http_strict *s) {
+    s->connect = s->name_len == 7 && memcmp(s->name, "CONNECT", 7) == 0;
+    if (s->name_len == 3 && memcmp(s->name, "PRI", 3) == 0) return HS_BAD_START_LINE;
+    return HS_OK;
+}
+
 /* ---- framing fields (RFC 9112 6) ---- */
 
 /* At the colon: is this Content-Length, Transfer-Encoding or Host? Trailers never frame. */
@@ -267,21 +275,23 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
             if (c == '\r') s->state = ST_IDLE_CR;
             else if (c == '\n') FAIL(HS_BARE_LF);
             else if (s->kind == HS_RESPONSE && c == 'H') s->state = ST_VERSION, s->pos = 1;
-            else if (s->kind == HS_REQUEST && is_tchar(c)) s->state = ST_METHOD, s->pos = c == 'C' ? 1 : 0xff;
+            else if (s->kind == HS_REQUEST && is_tchar(c)) s->state = ST_METHOD, s->name[0] = (char)c, s->name_len = 1;
             else FAIL(HS_BAD_START_LINE);
             break;
         case ST_IDLE_CR:
             if (c != '\n') FAIL(HS_BARE_CR);
             s->state = ST_IDLE;
             break;
-        case ST_METHOD: /* pos: bytes of "CONNECT" matched so far, 0xff once it differs */
+        case ST_METHOD: /* its first bytes kept in name: is it CONNECT, or PRI? */
             if (c == ' ') {
-                s->connect = s->pos == 7;
+                enum hs_error e = method_done(s);
+                if (e) FAIL(e);
                 s->state = ST_TARGET_FIRST;
             } else if (!is_tchar(c)) {
                 FAIL(HS_BAD_START_LINE);
             } else {
-                s->pos = (s->pos < 7 && c == (unsigned char)"CONNECT"[s->pos]) ? s->pos + 1 : 0xff;
+                if (s->name_len < sizeof s->name) s->name[s->name_len] = (char)c;
+                if (s->name_len <= sizeof s->name) s->name_len++;
             }
             break;
         case ST_TARGET_FIRST:

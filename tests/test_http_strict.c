@@ -133,6 +133,9 @@ static void test_refused(void) {
     REFUSED("GET / HTTP/2.0\r\nHost: x\r\n\r\n", HS_BAD_START_LINE);
     REFUSED("G(T / HTTP/1.1\r\nHost: x\r\n\r\n", HS_BAD_START_LINE);
     REFUSED("GET /\r\n\r\n", HS_BAD_START_LINE);
+    REFUSED("PRI * HTTP/1.1\r\nHost: x\r\n\r\n", HS_BAD_START_LINE); /* HTTP/2's preface, not a request */
+    DONE_WHOLE("PRIX * HTTP/1.1\r\nHost: x\r\n\r\n");
+    DONE_WHOLE("CONNECTX a:1 HTTP/1.1\r\nHost: a:1\r\nContent-Length: 1\r\n\r\nx");
     /* Host */
     REFUSED("GET / HTTP/1.1\r\n\r\n", HS_NO_HOST);
     REFUSED("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HS_REPEATED_HOST);

@@ -40,6 +40,7 @@ REFUSED = {
     "bare LF after the request line": b"GET /hello HTTP/1.1\nHost: x\r\n\r\n",
     "bare LF after a field": b"GET /hello HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n",
     "bare LF ending the head": b"GET /hello HTTP/1.1\r\nHost: x\r\n\n",
+    "HTTP/2's preface method": b"PRI * HTTP/1.1\r\nHost: x\r\n\r\n",
     "two spaces in the request line": b"GET  /hello HTTP/1.1\r\nHost: x\r\n\r\n",
     "control character in the target": b"GET /hel\x01lo HTTP/1.1\r\nHost: x\r\n\r\n",
     "Content-Length and Transfer-Encoding": ECHO + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
