@@ -50,17 +50,35 @@ enum field { F_NONE, F_CONTENT_LENGTH, F_TRANSFER_ENCODING, F_HOST };
 
 #define MAX_CHUNK_DIGITS 16 /* a 64-bit size; more digits (even zeros) are refused */
 
-/* RFC 9110 5.6.2: tchar. */
-static bool is_tchar(unsigned char c) {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-    if (c >= '0' && c <= '9') return true;
-    return c && memchr(extra, c, sizeof extra - 1) != NULL;
+/* Character classes as bitmaps of the 256 byte values: one load and a shift per byte. */
+typedef uint32_t char_class[8];
+
+static bool in_class(const char_class bits, unsigned char c) {
+    return (bits[c >> 5] >> (c & 31)) & 1;
 }
 
-/* RFC 9110 5.5: field-vchar, SP and HTAB. obs-text (0x80-0xff) is allowed, as the RFC has it. */
+/* RFC 9110 5.6.2: tchar = ALPHA / DIGIT / "!#$%&'*+-.^_`|~" */
+static const char_class TCHAR = {0x00000000, 0x03ff6cfa, 0xc7fffffe, 0x57ffffff};
+/* RFC 9110 5.5: field-vchar, SP and HTAB; obs-text (0x80-0xff) is allowed, as the RFC has it. */
+static const char_class VALUE = {0x00000200, 0xffffffff, 0xffffffff, 0x7fffffff,
+                                 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff};
+/* The request target: any visible byte, obs-text too (nginx takes raw UTF-8). */
+static const char_class TARGET = {0x00000000, 0xfffffffe, 0xffffffff, 0x7fffffff,
+                                  0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff};
+/* RFC 3986 3.2.2 host [":" port], loosely: reg-name, IP-literal and port characters, that is
+ * ALPHA / DIGIT / "-._~!$&'()*+,;=%:[]" */
+static const char_class HOST = {0x00000000, 0x2fff7ff2, 0xaffffffe, 0x47fffffe};
+
+static bool is_tchar(unsigned char c) {
+    return in_class(TCHAR, c);
+}
+
 static bool is_value_char(unsigned char c) {
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
+    return in_class(VALUE, c);
+}
+
+static char lower(unsigned char c) {
+    return (char)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
 }
 
 static bool is_ows(unsigned char c) {
@@ -73,12 +91,14 @@ static int hex_digit(unsigned char c) {
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* RFC 3986 3.2.2 host [":" port], loosely: reg-name, IP-literal and port characters. */
-static bool is_host_char(unsigned char c) {
-    static const char extra[] = "-._~!$&'()*+,;=%:[]";
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-    if (c >= '0' && c <= '9') return true;
-    return c && memchr(extra, c, sizeof extra - 1) != NULL;
+/* Take a run of bytes of a class at p[i..len) (p[i] is in it and metered already): meters the rest
+ * of the run, returns the index of its last byte, or len when the budget ran out. */
+static size_t take_run(http_strict *s, const unsigned char *p, size_t i, size_t len, const char_class cls) {
+    size_t j = i + 1;
+    while (j < len && in_class(cls, p[j])) j++;
+    if (j - i - 1 > s->budget) return len;
+    s->budget -= j - i - 1;
+    return j - 1;
 }
 
 static const char *const reasons[] = {
@@ -192,7 +212,7 @@ static enum hs_error field_byte(http_strict *s, unsigned char c) {
         } else if (s->elem_space || s->elem_len >= sizeof s->elem) {
             s->elem_len = sizeof s->elem; /* parameters or a long name: not chunked, whatever it is */
         } else {
-            s->elem[s->elem_len++] = (char)(c | ((c >= 'A' && c <= 'Z') ? 0x20 : 0));
+            s->elem[s->elem_len++] = lower(c);
         }
         return HS_OK;
     case F_HOST: /* OWS host OWS; pos as for Content-Length */
@@ -200,7 +220,7 @@ static enum hs_error field_byte(http_strict *s, unsigned char c) {
             if (s->pos == 1) s->pos = 2;
             return HS_OK;
         }
-        if (s->pos == 2 || !is_host_char(c)) return HS_BAD_HOST;
+        if (s->pos == 2 || !in_class(HOST, c)) return HS_BAD_HOST;
         s->pos = 1;
         return HS_OK;
     default:
@@ -299,10 +319,11 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
             if (c == ' ' && s->state == ST_TARGET) {
                 s->state = ST_VERSION;
                 s->pos = 0;
-            } else if (c <= 0x20 || c == 0x7f) {
+            } else if (!in_class(TARGET, c)) {
                 FAIL(HS_BAD_START_LINE);
             } else {
                 s->state = ST_TARGET;
+                if ((i = take_run(s, p, i, len, TARGET)) == len) FAIL(HS_TOO_LARGE);
             }
             break;
         case ST_VERSION: /* HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive (RFC 9112 2.3) */
@@ -362,8 +383,11 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
                 if (e) FAIL(e);
                 s->state = ST_VALUE;
             } else if (is_tchar(c)) {
-                if (s->name_len < sizeof s->name) s->name[s->name_len] = (char)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
-                if (s->name_len <= sizeof s->name) s->name_len++;
+                size_t end = take_run(s, p, i, len, TCHAR);
+                if (end == len) FAIL(HS_TOO_LARGE);
+                for (; i <= end && s->name_len < sizeof s->name; i++) s->name[s->name_len++] = lower(p[i]);
+                if (i <= end) s->name_len = sizeof s->name + 1; /* longer than any framing field's */
+                i = end;
             } else if (is_ows(c)) {
                 FAIL(HS_SPACE_BEFORE_COLON); /* RFC 9112 5.1: MUST be rejected with 400 */
             } else {
@@ -372,13 +396,8 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
             break;
         case ST_VALUE:
             if (s->field == F_NONE) { /* the common case: a run of plain value bytes */
-                size_t j = i;
-                while (j < len && is_value_char(p[j])) j++;
-                if (j > i) {
-                    size_t n = j - i - 1; /* this byte is metered already */
-                    if (n > s->budget) FAIL(HS_TOO_LARGE);
-                    s->budget -= n;
-                    i = j - 1;
+                if (is_value_char(c)) {
+                    if ((i = take_run(s, p, i, len, VALUE)) == len) FAIL(HS_TOO_LARGE);
                     break;
                 }
             } else if (is_value_char(c)) {
