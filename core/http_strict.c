@@ -551,7 +551,3 @@ int http_strict_request_status(enum hs_error e) {
 int http_strict_status(const http_strict *s) {
     return s->status;
 }
-
-bool http_strict_idle(const http_strict *s) {
-    return s->state == ST_IDLE && s->budget == s->max_head;
-}

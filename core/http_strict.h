@@ -93,9 +93,7 @@ enum hs_error http_strict_eof(http_strict *s);
 enum hs_error http_strict_error(const http_strict *s, const char **reason);
 /* The status a server answers a request with for this error: 400, 431 or 501. */
 int http_strict_request_status(enum hs_error e);
-/* A response's status code once its status line is scanned; HTTP minor version of the message. */
+/* A response's status code, once its status line is scanned. */
 int http_strict_status(const http_strict *s);
-/* true while between messages: no byte of the next one has been scanned yet. */
-bool http_strict_idle(const http_strict *s);
 
 #endif
