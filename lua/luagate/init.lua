@@ -31,12 +31,9 @@ local chain -- defined with the middleware, below
 ---------------------------------------------------------------------------------------------------
 -- Routes
 
---- Register handler(req) for method and path. Paths may hold ":name" segments and a final
---- "*name"; their values are in req.params. The handler returns status, body, headers.
---- Middleware may come between path and handler: gw.get(path, mw1, mw2, handler).
 local THIS_FILE = debug.getinfo(1, "S").source
 
--- "script:line" of the route script that called into this file.
+-- "script:line" of the route script that called into this file, for errors naming a registration.
 local function caller_location()
   for level = 3, 12 do
     local info = debug.getinfo(level, "Sl")
@@ -46,6 +43,10 @@ local function caller_location()
   return "?"
 end
 
+--- Register handler(req) for method and path. Paths may hold ":name" segments and a final
+--- "*name"; their values are in req.params. The handler returns status, body, headers.
+--- Middleware may come between path and handler: gw.get(path, mw1, mw2, handler).
+--- A method and path registered twice is an error naming both registrations.
 function M.route(method, path, ...)
   local n = select("#", ...)
   local handler = select(n, ...)
