@@ -21,10 +21,11 @@ static void on_count(lua_State *L, lua_Debug *ar) {
 }
 
 /* Close the Lua state at exit: what C modules (cjson) hold is freed by their finalisers, not
- * reported as leaks. */
+ * reported as leaks. And the config file goes. */
 static void close_runtime(void) {
     runtime_close(rt);
     uv_run(&loop, UV_RUN_DEFAULT);
+    unlink(path);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
