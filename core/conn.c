@@ -101,7 +101,7 @@ static void on_timeout(uv_timer_t *t) {
         return;
     }
     if (c->lingering && q == 0) log_debug("%s: peer did not close after the last response", c->remote);
-    else if (q) log_info("%s: client stopped reading; closing", c->remote);
+    else if (q) log_debug("%s: client stopped reading; closing", c->remote);
     conn_close(c);
 }
 
@@ -292,9 +292,10 @@ static gw_conn *conn_of_request(gw_request *req) {
 }
 
 /* Whether the answer about to go out may leave the connection open: not when a body the app did
- * not wait for is still arriving (we would have to read it all first). */
+ * not wait for is still arriving (we would have to read it all first), nor after one refused. */
 static bool answer_keeps_alive(gw_conn *c) {
-    if (c->rp.in_message) c->close_after = true;
+    /* A body still arriving, or one refused for its size (413, as nginx closes after it). */
+    if (c->rp.in_message || (!c->rp.stream_body && request_parser_body_too_large(&c->rp))) c->close_after = true;
     return c->req.keep_alive && !c->close_after;
 }
 
@@ -406,6 +407,7 @@ void server_abort_body(gw_request *req) {
  * it once the app wants the body: never for a request answered without it (401, 413). */
 void server_body_want(gw_request *req) {
     gw_conn *c = conn_of_request(req);
+    c->rp.undecided = false; /* buffered, within max_body_size from now on */
     if (!c->rp.expect_continue || c->continue_sent || !c->rp.in_message || c->closing) return;
     c->continue_sent = true;
     static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -417,6 +419,10 @@ void server_body_stream(gw_request *req) {
     gw_conn *c = conn_of_request(req);
     c->rp.stream_body = true;
     server_body_want(req);
+}
+
+bool server_body_too_large(gw_request *req) {
+    return request_parser_body_too_large(&conn_of_request(req)->rp);
 }
 
 long server_body_peek(gw_request *req, const char **data, bool *ended) {
@@ -450,7 +456,7 @@ static void conn_fail(gw_conn *c, int status, const char *message) {
     const char *id = c->req.id ? c->req.id : c->id;
     char body[RESPONSE_ERROR_BUF];
     gw_response r = response_error(status, message, id, body);
-    log_info("%s: %d %s", c->remote, status, message);
+    log_debug("%s: %d %s", c->remote, status, message); /* client-caused: not worth a line each at info */
     c->req.http_minor = 1;
     c->req.is_head = false;
     conn_send(c, &r, false);
@@ -498,7 +504,7 @@ static int conn_parse(gw_conn *c, const char *data, size_t len, size_t *used) {
         return PARSE_FAILED;
     }
     if (c->in_flight) return o;
-    bool head_only = o == PARSE_HEAD || (o == PARSE_MORE && request_parser_expects_body(&c->rp));
+    bool head_only = o == PARSE_MORE && request_parser_expects_body(&c->rp);
     if (o != PARSE_REQUEST && !head_only) return o;
     if (!conn_build(c)) return PARSE_FAILED;
     c->req.body_complete = !head_only;
@@ -552,23 +558,7 @@ static void conn_process(gw_conn *c) {
             c->pending_off = 0;
             buf_reset(&c->pending, KEEP_BUF);
         }
-        if (o == PARSE_REQUEST) conn_dispatch(c, false);
-        if (o == PARSE_HEAD) {
-            conn_dispatch(c, true);
-            /* What came with the head is body: taken out of pending, which is for what follows it. */
-            size_t rest = c->pending.len - c->pending_off;
-            if (rest && c->in_flight && c->rp.in_message && !c->closing) {
-                char *body = malloc(rest);
-                if (!body) {
-                    conn_close(c);
-                    return;
-                }
-                memcpy(body, c->pending.data + c->pending_off, rest);
-                c->pending.len = c->pending_off = 0;
-                conn_body_bytes(c, body, rest);
-                free(body);
-            }
-        }
+        if (o == PARSE_REQUEST || o == PARSE_HEAD) conn_dispatch(c, o == PARSE_HEAD);
     }
     if (c->close_after && !c->in_flight && !c->rp.in_message) conn_end(c);
 }
@@ -620,12 +610,8 @@ static void on_read(gw_transport *t, const char *data, size_t n) {
     if (c->rp.in_message) timer_set(c, c->srv->limits.read_timeout_ms);
     size_t used = 0;
     int o = conn_parse(c, data, n, &used);
-    if (o == PARSE_HEAD) {
-        /* The app chooses how to take the body while it is handed the request; what came with
-         * the head is body, read that way. */
+    if (o == PARSE_HEAD) { /* every byte was taken: the head, and what came of the body */
         conn_dispatch(c, true);
-        if (used < n && c->in_flight && c->rp.in_message && !c->closing && !c->lingering)
-            conn_body_bytes(c, data + used, n - used);
         return;
     }
     if (o != PARSE_REQUEST) return;

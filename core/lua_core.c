@@ -160,21 +160,76 @@ static int l_parse_query(lua_State *L) {
     return 1;
 }
 
-/* core.safe_path(path) -> whether path stays on the upstream's host: it starts with one "/", and
- * holds no "..", backslash, "#", whitespace or control character, nor an encoded dot ("%2e", which
- * an upstream may decode into "..") or an encoded percent ("%25", which can hide one from a single
- * decoding). One pass in C: every proxied call checks it, often twice. */
+/* UTF-8 as RFC 3629 has it: no overlong forms (which lenient decoders take for ASCII: "%c0%ae" for
+ * "."), no surrogates, nothing past U+10FFFF. */
+static bool valid_utf8(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t len = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3
+                   : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+        if (len == 0 || i + len > n) return false; /* a stray continuation byte, C0/C1, F5-FF */
+        if (len > 1) {
+            unsigned lo = 0x80, hi = 0xBF;
+            if (c == 0xE0) lo = 0xA0;      /* overlong */
+            else if (c == 0xED) hi = 0x9F; /* surrogates */
+            else if (c == 0xF0) lo = 0x90; /* overlong */
+            else if (c == 0xF4) hi = 0x8F; /* past U+10FFFF */
+            if (s[i + 1] < lo || s[i + 1] > hi) return false;
+            for (size_t k = i + 2; k < i + len; k++)
+                if (s[k] < 0x80 || s[k] > 0xBF) return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
+/* The path part (before "?") of p once percent-decoded: no control character, backslash or "..",
+ * and valid UTF-8. The escapes are known to be well formed. */
+static bool decoded_path_safe(const char *p, size_t n) {
+    unsigned char small[1024];
+    unsigned char *d = n <= sizeof small ? small : malloc(n);
+    if (!d) return false;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%') {
+            d[m++] = (unsigned char)(hex_digit(p[i + 1]) * 16 + hex_digit(p[i + 2]));
+            i += 2;
+        } else {
+            d[m++] = (unsigned char)p[i];
+        }
+    }
+    bool ok = valid_utf8(d, m);
+    for (size_t i = 0; ok && i < m; i++)
+        if (d[i] < 0x20 || d[i] == 127 || d[i] == '\\' || (d[i] == '.' && i + 1 < m && d[i + 1] == '.')) ok = false;
+    if (d != small) free(d);
+    return ok;
+}
+
+/* core.safe_path(path) -> whether path stays on the upstream's host: it starts with one "/"; it
+ * holds no "..", backslash, "#", whitespace or control character; every "%" starts an escape of
+ * two hex digits ("%u002e" and a lone "%" are refused), never an encoded dot ("%2e", which an
+ * upstream may decode into "..") or percent ("%25", which can hide one from a single decoding);
+ * and its path part, decoded, is safe too (decoded_path_safe). One pass in C, a second only for
+ * paths with escapes or bytes over 127: every proxied call checks it, often twice. */
 static int l_safe_path(lua_State *L) {
     size_t n;
-    const char *p = lua_tolstring(L, 1, &n);
-    bool ok = p && lua_type(L, 1) == LUA_TSTRING && n >= 1 && p[0] == '/' && (n < 2 || p[1] != '/');
+    const char *p = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+    bool ok = p && n >= 1 && p[0] == '/' && (n < 2 || p[1] != '/');
+    bool decode = false;
+    size_t part = n; /* where the query starts */
     for (size_t i = 0; ok && i < n; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c <= ' ' || c == 127 || c == '\\' || c == '#') ok = false;
         else if (c == '.' && i + 1 < n && p[i + 1] == '.') ok = false;
-        else if (c == '%' && i + 2 < n && p[i + 1] == '2' && ((p[i + 2] | 0x20) == 'e' || p[i + 2] == '5')) ok = false;
+        else if (c == '?' && part == n) part = i;
+        else if (c >= 0x80) decode = true;
+        else if (c == '%') {
+            decode = true;
+            ok = i + 2 < n && hex_digit(p[i + 1]) >= 0 && hex_digit(p[i + 2]) >= 0 &&
+                 !(p[i + 1] == '2' && ((p[i + 2] | 0x20) == 'e' || p[i + 2] == '5'));
+        }
     }
-    lua_pushboolean(L, ok);
+    lua_pushboolean(L, ok && (!decode || decoded_path_safe(p, part)));
     return 1;
 }
 
@@ -369,8 +424,13 @@ static int l_listen(lua_State *L) {
     lua_server *s = calloc(1, sizeof *s);
     if (!s) return luaL_error(L, "listen: out of memory");
     lua_pushvalue(L, 3);
+    if (L != rt->L) lua_xmove(L, rt->L, 1); /* runtime_app_new takes it from the runtime's state */
     gw_app app;
     s->app = runtime_app_new(rt, &app);
+    if (!s->app) {
+        free(s);
+        return luaL_error(L, "listen: out of memory");
+    }
     s->rt = rt;
     gw_limits limits = {.max_header_size = 65536,
                         .max_body_size = 16 << 20,

@@ -95,7 +95,7 @@ static int body_wait(lua_State *L, bool whole) {
  * length is over max_body_size (it is not read) */
 static int l_body(lua_State *L) {
     gw_task *t = request_task(L, "body");
-    if (t->req->body_too_large) {
+    if (server_body_too_large(t->req)) {
         lua_pushnil(L);
         lua_pushliteral(L, "too large");
         return 2;

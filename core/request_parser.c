@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "path.h"
 
 #define MAX_HEADERS 100
 #define KEEP_BUF 16384 /* buffers larger than this are freed after the request */
@@ -29,8 +30,8 @@ static int fail(request_parser *rp, int status) {
     return -1;
 }
 
+/* The head's size was checked by the strict scanner (max_header_size, on the raw bytes). */
 static int head_append(request_parser *rp, const char *at, size_t len) {
-    if (rp->head.len + len > rp->limits->max_header_size) return fail(rp, 431);
     if (buf_append(&rp->head, at, len)) return fail(rp, 500);
     return 0;
 }
@@ -42,7 +43,7 @@ static int on_message_begin(llhttp_t *p) {
     rp->field_open = false;
     rp->in_trailers = false;
     rp->in_message = true;
-    rp->head_done = rp->stream_body = rp->head_pause = rp->over_limit = rp->expect_continue = false;
+    rp->head_done = rp->stream_body = rp->undecided = rp->over_limit = rp->expect_continue = false;
     rp->body_off = 0;
     rp->ev->on_begin(rp->owner);
     return 0;
@@ -104,19 +105,19 @@ static int on_headers_complete(llhttp_t *p) {
     rp->head_done = true;
     bool body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     rp->over_limit = (p->flags & F_CONTENT_LENGTH) && p->content_length > rp->limits->max_body_size;
+    /* llhttp counts its content_length down as the body is parsed: the length said is kept here. */
+    rp->content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : ((p->flags & F_CHUNKED) ? -1 : 0);
     rp->expect_continue = body && p->http_minor >= 1 && expects_continue(rp);
-    /* A body too large to buffer, or of unknown length: nothing of it is read until the app has
-     * chosen to stream it, or to refuse it (413), or to take it whole within max_body_size. */
-    if (body && (rp->over_limit || (p->flags & F_CHUNKED))) {
-        rp->head_pause = true;
-        return HPE_PAUSED;
-    }
+    /* A body too large to buffer, or of unknown length: what comes of it is kept, unjudged, until
+     * the app chooses to stream it, to refuse it (413) or to take it whole within max_body_size.
+     * That is one read at most: the app chooses as the request is handed over. */
+    rp->undecided = body && (rp->over_limit || (p->flags & F_CHUNKED));
     return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
     request_parser *rp = parser_of(p);
-    if (!rp->stream_body && rp->body.len + len > rp->limits->max_body_size) return fail(rp, 413);
+    if (!rp->stream_body && !rp->undecided && rp->body.len + len > rp->limits->max_body_size) return fail(rp, 413);
     if (buf_append(&rp->body, at, len)) return fail(rp, 500);
     return 0;
 }
@@ -141,6 +142,7 @@ static const llhttp_settings_t settings = {
 
 void request_parser_init(request_parser *rp, const gw_limits *limits, const request_parser_events *ev, void *owner) {
     *rp = (request_parser){.limits = limits, .ev = ev, .owner = owner};
+    http_strict_init(&rp->strict, HS_REQUEST, limits->max_header_size);
     llhttp_init(&rp->llhttp, HTTP_REQUEST, &settings);
     rp->llhttp.data = rp;
 }
@@ -150,6 +152,10 @@ void request_parser_free(request_parser *rp) {
     buf_free(&rp->spans);
     buf_free(&rp->headers);
     buf_free(&rp->body);
+}
+
+bool request_parser_body_too_large(const request_parser *rp) {
+    return rp->over_limit || rp->body.len > rp->limits->max_body_size;
 }
 
 bool request_parser_expects_body(const request_parser *rp) {
@@ -163,33 +169,42 @@ void request_parser_trim(request_parser *rp) {
     buf_reset(&rp->body, KEEP_BUF);
 }
 
+static enum parse_outcome failed(request_parser *rp, int status, const char *why) {
+    rp->in_message = false;
+    log_debug("bad request: %s", why);
+    if (!rp->error_status) rp->error_status = status;
+    return PARSE_FAILED;
+}
+
+/* The strict scanner sees the bytes first and says where the message ends; llhttp then parses the
+ * same bytes into the request and must end it at the same byte. A disagreement is a message that
+ * two parsers read two ways: refused like any other ambiguous framing. */
 enum parse_outcome request_parser_execute(request_parser *rp, const char *data, size_t len, size_t *used) {
-    enum llhttp_errno err = llhttp_execute(&rp->llhttp, data, len);
-    if (err == HPE_OK) {
-        *used = len;
-        return PARSE_MORE;
+    size_t n;
+    enum hs_step step = http_strict_scan(&rp->strict, data, len, &n);
+    *used = len;
+    if (step == HS_ERROR) {
+        const char *why;
+        enum hs_error e = http_strict_error(&rp->strict, &why);
+        return failed(rp, http_strict_request_status(e), why);
     }
+    enum llhttp_errno err = llhttp_execute(&rp->llhttp, data, n);
+    bool ended = err == HPE_PAUSED;
+    if ((err == HPE_OK || ended) &&
+        (ended != (step == HS_DONE) || (ended && llhttp_get_error_pos(&rp->llhttp) != data + n)))
+        return failed(rp, 400, "the strict scanner and llhttp disagree on where the request ends");
+    if (err == HPE_OK) return PARSE_MORE;
     if (err == HPE_PAUSED_UPGRADE) {
         *used = len;
         return PARSE_CLOSE;
     }
     if (err == HPE_PAUSED) {
-        *used = (size_t)(llhttp_get_error_pos(&rp->llhttp) - data);
+        *used = n;
         llhttp_resume(&rp->llhttp);
-        if (rp->head_pause) {
-            rp->head_pause = false;
-            return PARSE_HEAD;
-        }
         rp->in_message = false;
         return PARSE_REQUEST;
     }
-    *used = len;
-    rp->in_message = false;
-    if (!rp->error_status) {
-        log_debug("bad request: %s", llhttp_get_error_reason(&rp->llhttp));
-        rp->error_status = 400;
-    }
-    return PARSE_FAILED;
+    return failed(rp, 400, llhttp_get_error_reason(&rp->llhttp));
 }
 
 int request_parser_status(const request_parser *rp, const char **message) {
@@ -197,35 +212,22 @@ int request_parser_status(const request_parser *rp, const char **message) {
     case 413: *message = "request body too large"; break;
     case 431: *message = "request header fields too large"; break;
     case 500: *message = "out of memory"; break;
+    case 501: *message = "transfer coding not implemented"; break;
     default: *message = "bad request";
     }
     return rp->error_status ? rp->error_status : 400;
 }
 
-static int hex_value(char ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    ch = (char)(ch | 0x20);
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    return -1;
-}
-
-/* Percent-decode the path into head (after everything else). -1 on a malformed escape or %00. */
-static int decode_path(request_parser *rp, const char *path, size_t len, size_t *off) {
-    if (buf_reserve(&rp->head, len + 1)) return -1;
+/* The decoded, normalised path into head (after everything else): see path.h. */
+static int normalize_path(request_parser *rp, const char *path, size_t len, size_t *off) {
+    if (buf_reserve(&rp->head, len + 2)) return -1;
     *off = rp->head.len;
-    char *out = rp->head.data + rp->head.len;
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (path[i] != '%') {
-            out[n++] = path[i];
-            continue;
-        }
-        int hi = i + 2 < len ? hex_value(path[i + 1]) : -1, lo = hi >= 0 ? hex_value(path[i + 2]) : -1;
-        if (lo < 0 || (hi == 0 && lo == 0)) return -1;
-        out[n++] = (char)(hi * 16 + lo);
-        i += 2;
+    size_t n;
+    enum path_error e = path_normalize(path, len, rp->head.data + rp->head.len, &n);
+    if (e) {
+        log_debug("bad request: %s", path_error_reason(e));
+        return -1;
     }
-    out[n] = '\0';
     rp->head.len += n + 1;
     return (int)n;
 }
@@ -264,14 +266,10 @@ int request_parser_build(request_parser *rp, gw_request *r, char *id_out) {
     rp->headers.len = 0;
     if (buf_reserve(&rp->headers, nspans * sizeof(gw_header) + 1)) return 500;
     size_t path_off;
-    int path_len = decode_path(rp, url + start, path_end - start, &path_off);
+    /* "GET http://host HTTP/1.1": the path is "/" */
+    bool no_path = path_end == start;
+    int path_len = normalize_path(rp, no_path ? "/" : url + start, no_path ? 1 : path_end - start, &path_off);
     if (path_len < 0) return 400;
-    if (path_len == 0) {
-        /* "GET http://host HTTP/1.1" or "OPTIONS *": the path is "/" */
-        if (buf_append(&rp->head, "/", 2)) return 500;
-        path_off = rp->head.len - 2;
-        path_len = 1;
-    }
     /* head is final now: pointers into it stay valid until the next request begins. */
     char *h = rp->head.data;
     r->path = h + path_off;
@@ -282,13 +280,11 @@ int request_parser_build(request_parser *rp, gw_request *r, char *id_out) {
     r->query_len = q ? url_len - query_off : 0;
 
     gw_header *hs = (gw_header *)rp->headers.data;
-    int hosts = 0;
     for (size_t i = 0; i < nspans; i++) {
         const span *s = (const span *)rp->spans.data + i;
         char *name = h + s->name_off;
         for (size_t k = 0; k < s->name_len; k++) name[k] = (char)tolower((unsigned char)name[k]);
         hs[i] = (gw_header){name, s->name_len, h + s->val_off, s->val_len};
-        if (s->name_len == 4 && memcmp(name, "host", 4) == 0) hosts++;
         if (s->name_len == 12 && memcmp(name, "x-request-id", 12) == 0 && valid_request_id(hs[i].value, s->val_len)) {
             memcpy(id_out, hs[i].value, s->val_len);
             id_out[s->val_len] = '\0';
@@ -298,9 +294,7 @@ int request_parser_build(request_parser *rp, gw_request *r, char *id_out) {
     r->nheaders = nspans;
     r->body = rp->body.data ? rp->body.data : "";
     r->body_len = rp->body.len;
-    r->content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : ((p->flags & F_CHUNKED) ? -1 : 0);
-    r->body_too_large = rp->over_limit;
-    /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; any request has at most one. */
-    if (hosts > 1 || (p->http_major == 1 && p->http_minor == 1 && hosts == 0)) return 400;
+    r->content_length = rp->content_length;
+    r->body_too_large = request_parser_body_too_large(rp);
     return 0;
 }

@@ -165,7 +165,8 @@ static void task_respond(gw_task *t) {
     gw_response r = {0};
     r.status = (int)lua_tointeger(co, 1);
     if (r.status < 200 || r.status > 999) { /* 1xx would need a protocol switch or a final answer */
-        log_error("request %s: handler returned an invalid status", request_label(t));
+        log_error("request %s %s %.*s: handler returned an invalid status %d", t->req->id, t->req->method,
+                  (int)t->req->path_len, t->req->path, r.status);
         respond_error(t, 500, "internal server error");
         return;
     }
@@ -351,8 +352,8 @@ static int push_request(lua_State *co, const gw_request *r) {
     lua_pushlstring(co, r->path, r->path_len);
     lua_pushlstring(co, r->query, r->query_len);
     lua_pushlstring(co, r->target, r->target_len);
-    if (r->body_complete) lua_pushlstring(co, r->body, r->body_len);
-    else lua_pushboolean(co, 0); /* still arriving: the Lua side waits for it or streams it */
+    if (r->body_complete && !r->body_too_large) lua_pushlstring(co, r->body, r->body_len);
+    else lua_pushboolean(co, 0); /* arriving, or too large to take whole: the route chooses */
     lua_pushstring(co, r->remote);
     lua_pushlstring(co, r->http_minor == 0 ? "1.0" : "1.1", 3);
     return 7;
@@ -394,7 +395,7 @@ static void on_abort(gw_request *req, void *data) {
     if (!t) return;
     req->app_data = NULL;
     t->req = NULL;
-    log_info("request %s: client closed the connection before the response; handler stopped", req->id);
+    log_debug("request %s: client closed the connection before the response; handler stopped", req->id);
     if (t->running) {
         t->aborted = true; /* freed when its resume returns */
         return;
@@ -404,7 +405,10 @@ static void on_abort(gw_request *req, void *data) {
 
 gw_lua_app *runtime_app_new(gw_runtime *rt, gw_app *app_out) {
     gw_lua_app *a = calloc(1, sizeof *a);
-    if (!a) return NULL;
+    if (!a) {
+        lua_pop(rt->L, 1); /* the dispatch function is taken either way */
+        return NULL;
+    }
     a->rt = rt;
     a->dispatch_ref = luaL_ref(rt->L, LUA_REGISTRYINDEX);
     *app_out = (gw_app){.on_request = on_request, .on_abort = on_abort, .on_body = on_body,
@@ -450,6 +454,8 @@ int runtime_new(gw_runtime **out, uv_loop_t *loop, const char *lua_dir, long ups
     lua_pushlightuserdata(L, rt);
     lua_pushcclosure(L, luaopen_luagate_core, 1);
     lua_setfield(L, -2, "luagate.core");
+    lua_pushcfunction(L, luaopen_luagate_path);
+    lua_setfield(L, -2, "luagate.path");
     lua_pop(L, 2);
     *out = rt;
     return 0;

@@ -17,7 +17,8 @@ int runtime_new(gw_runtime **out, uv_loop_t *loop, const char *lua_dir, long ups
 lua_State *runtime_lua(gw_runtime *rt);
 
 /* An app whose requests are handled by the Lua function on top of the stack (popped):
- * dispatch(req) -> status, body, content_type, headers. Free it after its server has closed. */
+ * dispatch(req) -> status, body, content_type, headers. Free it after its server has closed.
+ * NULL when out of memory (the function is popped all the same; app_out is not set). */
 gw_lua_app *runtime_app_new(gw_runtime *rt, gw_app *app_out);
 void runtime_app_free(gw_lua_app *a);
 

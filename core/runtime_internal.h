@@ -146,5 +146,6 @@ void http_on_writable(gw_task *t); /* the client takes more of a streamed answer
 gw_body_source *http_body_source(gw_task *t); /* the request's body, to send on upstream */
 
 int luaopen_luagate_core(lua_State *L);
+int luaopen_luagate_path(lua_State *L);
 
 #endif

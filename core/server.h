@@ -37,7 +37,7 @@ typedef struct gw_request {
      * calls server_body_stream and reads it in pieces. */
     bool body_complete;
     int64_t content_length; /* as the client said it; -1 for a chunked body */
-    bool body_too_large;    /* its Content-Length is over max_body_size: it cannot be buffered */
+    bool body_too_large;    /* over max_body_size (its length, or all of it): it cannot be buffered */
     void *app_data; /* the app's own state for this request */
 } gw_request;
 
@@ -87,6 +87,8 @@ void server_body_want(gw_request *req);
 /* Take the body in pieces instead of whole: no max_body_size, and the client is read only as fast
  * as the app consumes (at most STREAM_HIGH bytes wait). */
 void server_body_stream(gw_request *req);
+/* Whether the body is over max_body_size, as far as is known: it cannot be taken whole. */
+bool server_body_too_large(gw_request *req);
 /* What is ready: *data and its length. 0 with *ended: the body is all read; 0 without: wait for
  * app.on_body. A negative libuv error when it cannot complete (the request was answered or aborted). */
 long server_body_peek(gw_request *req, const char **data, bool *ended);

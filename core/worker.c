@@ -190,6 +190,7 @@ int worker_run(const worker_options *o) {
     if (boot(L, &routes)) return fail(&w, lua_tostring(L, -1));
     gw_app app;
     w.app = runtime_app_new(w.rt, &app); /* pops the dispatch function */
+    if (!w.app) return fail(&w, "out of memory");
     for (int i = 0; i < nlisten; i++) {
         w.srv[i].w = &w;
         if ((r = server_open(&w.srv[i].srv, &w.loop, listen_fds[i], &w.cfg.limits, &app)) < 0) {

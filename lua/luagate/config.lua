@@ -329,7 +329,16 @@ function M.load(path)
     end,
   })
   setfenv(chunk, env)
+  -- Strings reach the string library through their metatable, whatever the environment: shut
+  -- that door to the config's own code while it runs (("x"):rep(1e9) would take a gigabyte).
+  local strings = getmetatable("")
+  local methods = strings.__index
+  strings.__index = function(_, k)
+    if getfenv(2) == env then error("strings have no methods in the config (a sandbox: only plain values)", 2) end
+    return methods[k]
+  end
   local ok, rerr = pcall(chunk)
+  strings.__index = methods
   if not ok then return nil, tostring(rerr) end
 
   local conf, cerr = M.check(settings, path, lines, assigned_at)

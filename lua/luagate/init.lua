@@ -26,13 +26,25 @@ local WAIT, yield, running = core.WAIT, coroutine.yield, coroutine.running
 local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
-local app = { router = router.new(), upstreams = {}, befores = {}, afters = {}, owners = {}, nroutes = 0 }
+local app = { router = router.new(), upstreams = {}, befores = {}, afters = {}, nroutes = 0 }
 local request_mt = request.mt
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 local chain -- defined with the middleware, below
 
 ---------------------------------------------------------------------------------------------------
 -- Routes
+
+local THIS_FILE = debug.getinfo(1, "S").source
+
+-- "script:line" of the route script that called into this file, for errors naming a registration.
+local function caller_location()
+  for level = 3, 12 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if info.source ~= THIS_FILE and info.what ~= "C" then return info.short_src .. ":" .. info.currentline end
+  end
+  return "?"
+end
 
 local ROUTE_OPTIONS = { body = true }
 
@@ -48,26 +60,22 @@ local function route_options(t)
   return t
 end
 
---- Register handler(req) for method (or a list of methods) and path. Paths may hold ":name" segments and a final
---- "*name"; their values are in req.params. The handler returns status, body, headers.
---- Route options may follow the path ({ body = "stream" }: the handler reads the request body in
---- pieces with req:read(), or sends it on with fetch's body = req), then middleware:
---- gw.post(path, opts, mw1, mw2, handler).
+--- Register handler(req) for method (or a list of methods) and path. Paths may hold ":name"
+--- segments and a final "*name"; their values are in req.params. The handler returns status,
+--- body, headers. Route options may follow the path ({ body = "stream" }: the handler reads the
+--- request body in pieces with req:read(), or sends it on with fetch's body = req), then
+--- middleware: gw.post(path, opts, mw1, mw2, handler). A method and path registered twice is an
+--- error naming both registrations.
 function M.route(method, path, ...)
   local args, n = { ... }, select("#", ...)
   local opts = n > 1 and route_options(args[1]) or nil
   local first = opts and 2 or 1
   local handler = args[n]
   if n > first then handler = chain(args, first, n - 1, handler) end
+  local where = caller_location()
   for _, m in ipairs(type(method) == "table" and method or { method }) do -- a list: each of them
-    m = m:upper()
-    app.router:add(m, path, handler, opts)
-    -- Counted per script for `luagate -t`; a second registration replaces the first: say so.
-    local key, script = m .. " " .. path, app.loading or "?"
-    if app.owners[key] then
-      core.log("warn", ("%s: %s is registered twice (first in %s); the later one is used"):format(script, key, app.owners[key]))
-    end
-    app.owners[key], app.nroutes = script, app.nroutes + 1
+    app.router:add(m:upper(), path, handler, opts, where)
+    app.nroutes = app.nroutes + 1 -- counted per script for `luagate -t`
   end
 end
 for _, m in ipairs { "get", "post", "put", "patch", "delete", "options", "head" } do
@@ -89,8 +97,37 @@ local function as_middleware(mw)
   return mw
 end
 
+-- res.headers for after middleware: any spelling finds a header, and setting one under another
+-- spelling replaces it, so that a header is never sent twice (Content-Type and content-type).
+local response_headers_mt = {
+  __index = function(t, k)
+    if type(k) ~= "string" then return nil end
+    local lk = k:lower()
+    for name, v in next, t do
+      if type(name) == "string" and name:lower() == lk then return v end
+    end
+  end,
+  __newindex = function(t, k, v) -- k is not in t under this spelling
+    if type(k) == "string" then
+      local lk = k:lower()
+      for name in next, t do
+        if type(name) == "string" and name:lower() == lk then rawset(t, name, nil) break end
+      end
+    end
+    rawset(t, k, v)
+  end,
+}
+
+-- A copy of the handler's headers (which may be a table it returns for every request) that
+-- middleware may change.
+local function response_headers(headers)
+  local h = setmetatable({}, response_headers_mt)
+  if headers then for k, v in pairs(headers) do h[k] = v end end
+  return h
+end
+
 local function run_after(afters, req, status, body, headers)
-  local res = { status = status or 200, body = body, headers = headers or {} }
+  local res = { status = status or 200, body = body, headers = response_headers(headers) }
   for i = #afters, 1, -1 do afters[i](req, res) end
   return res.status, res.body, res.headers
 end
@@ -153,9 +190,17 @@ end
 -- Headers as the server takes them: name -> string or list of strings, Content-Type apart.
 -- The common answers (no headers but a Content-Type) make no new table.
 local function normalise_headers(headers)
-  local out, ctype
+  local out, ctype, seen
   for k, v in pairs(headers) do
     if type(k) ~= "string" then error("response header names must be strings", 3) end
+    if next(headers, k) ~= nil or seen then -- more than one header: is this one there twice?
+      seen = seen or {}
+      local lk = k:lower()
+      if seen[lk] then
+        error(("response header '%s' is set twice, as '%s' and '%s'"):format(lk, seen[lk], k), 3)
+      end
+      seen[lk] = k
+    end
     local tv = type(v)
     if tv == "table" then
       local list = {}
@@ -176,10 +221,14 @@ end
 
 -- The handler's (status, body, headers) as the server takes them: status, body string,
 -- content type, headers table. A table body is sent as JSON.
-local function finish(status, body, headers)
+local function finish(req, status, body, headers)
   if status == nil then status = 200 end
   if type(status) ~= "number" then
     error(("a handler returns status, body, headers: got a %s for the status"):format(type(status)), 2)
+  end
+  if status < 200 or status > 599 or status % 1 ~= 0 then
+    error(("invalid status %s for %s %s (route %s): a final status is an integer from 200 to 599")
+          :format(tostring(status), req.method, req.path, tostring(req.route or "none")), 2)
   end
   local ctype
   local tb = type(body)
@@ -218,8 +267,11 @@ end
 -- Fetch
 
 --- true when path is a path on the upstream's host: it starts with one "/", and holds no "..",
---- backslash, "#", whitespace or control characters that could lead elsewhere, and no encoded dot
---- ("%2e") or percent ("%25") that an upstream's decoding could turn into "..".
+--- backslash, "#", whitespace or control characters that could lead elsewhere; no malformed escape
+--- ("%u002e", a lone "%") and no encoded "%" or "." (a second decoding upstream could make a ".."
+--- of them). Its path part (before "?") once percent-decoded holds no "..", backslash or control
+--- character either, and is valid UTF-8: no overlong forms such as "%c0%ae", which lenient
+--- decoders take for ".". One pass in C: every proxied call checks it, often twice.
 M.is_safe_path = core.safe_path
 local find = string.find
 
@@ -275,7 +327,7 @@ end
 -- Start one call: target is an upstream name (then path is its path) or a full URL.
 local function start(target, path, opts)
   local up, prep
-  if type(target) ~= "string" then
+  if type(target) ~= "string" then -- a programmer's mistake, not a failure of the network
     error("fetch: expected an upstream name or a URL, got " .. type(target), 3)
   end
   if find(target, "://", 1, true) then
@@ -607,7 +659,7 @@ end
 
 -- The handler's answer, out: whole bodies go back to C as values; streams are sent from here
 -- (live: a client is there; specs' core.run has none).
-local function respond(live, status, body, headers)
+local function respond(live, req, status, body, headers)
   if getmetatable(body) == response_mt then
     local res = body
     if live and rawget(res, "_stream") then return send_streamed(status or 200, res, headers) end
@@ -617,7 +669,7 @@ local function respond(live, status, body, headers)
     if live then return send_streamed(status or 200, body, headers) end
     body = gather(body)
   end
-  return finish(status, body, headers)
+  return finish(req, status, body, headers)
 end
 
 -- A body still arriving when the handler starts (the server hands a request over at the end of
@@ -661,11 +713,11 @@ local function serve(method, path, raw_query, target, body, remote_addr, http_ve
   if body == false then
     local go, status, answer = take_body(r, req)
     if not go then
-      if status then return finish(status, answer) end
+      if status then return finish(req, status, answer) end
       return
     end
   end
-  return respond(true, dispatch_with(r, req, app.befores, app.afters))
+  return respond(true, req, dispatch_with(r, req, app.befores, app.afters))
 end
 M._serve = serve
 
@@ -676,17 +728,17 @@ function M._server_for(r)
     if req.body == false then
       local go, status, answer = take_body(r, req)
       if not go then
-        if status then return finish(status, answer) end
+        if status then return finish(req, status, answer) end
         return
       end
     end
-    return respond(true, dispatch_with(r, req))
+    return respond(true, req, dispatch_with(r, req))
   end
 end
 
 -- Dispatch a request table made by luagate.request.new (specs).
 function M._dispatch(req)
-  return respond(false, dispatch_with(app.router, req, app.befores, app.afters))
+  return respond(false, req, dispatch_with(app.router, req, app.befores, app.afters))
 end
 
 -- Specs: answer fetches from fn(call) -> response table | nil, err instead of the network.
@@ -713,7 +765,7 @@ function M._reset(upstreams, creds, redis_servers, max_response_body)
   app.upstreams = upstreams or {}
   app.credentials = creds or {}
   app.befores, app.afters = {}, {}
-  app.owners, app.nroutes = {}, 0
+  app.nroutes = 0
   app.mock = nil
 end
 

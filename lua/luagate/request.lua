@@ -3,6 +3,7 @@
 -- on first use (query) and a few methods.
 local core = require "luagate.core"
 local json = require "luagate.json"
+local normalize_path = require("luagate.path").normalize
 
 local M = {}
 
@@ -95,14 +96,17 @@ M.mt = {
   end,
 }
 
--- Make a request table like the server's from a few fields (for specs and internal calls).
+-- Make a request table like the server's from a few fields (for specs and internal calls): its
+-- path decoded and normalised as the server does, or nil, reason where the server answers 400.
 function M.new(method, target, fields)
   fields = fields or {}
-  local path, raw_query = target:match("^([^?]*)%??(.*)$")
+  local raw_path, raw_query = target:match("^([^?]*)%??(.*)$")
+  local path, err = normalize_path(raw_path)
+  if not path then return nil, err end
   local headers = setmetatable({}, M.headers_mt)
   for k, v in pairs(fields.headers or {}) do headers[k:lower()] = v end
   local req = {
-    method = method, path = unescape(path), raw_query = raw_query, target = target,
+    method = method, path = path, raw_query = raw_query, target = target,
     headers = headers, body = fields.body or "", id = fields.id or "spec-request",
     remote_addr = fields.remote_addr or "127.0.0.1:0", http_version = "1.1",
   }

@@ -41,7 +41,18 @@ local function compile(path)
   return "^" .. table.concat(parts) .. "$", names
 end
 
-function Router:add(method, path, handler, opts)
+-- A second handler for the same method and path (or the same pattern: "/users/:id" and
+-- "/users/:name") is a mistake that would silently win or lose: refused, naming both places, as
+-- nginx refuses a duplicate location. where: "script:line" of this registration.
+local function check_new(entry, method, path, where)
+  local old = entry.methods[method]
+  if old then
+    error(("route %s %s is registered twice: at %s and at %s"):format(method, path, entry.where[method] or "?",
+                                                                      where or "?"), 0)
+  end
+end
+
+function Router:add(method, path, handler, opts, where)
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
     error(("route path must start with '/', got %s"):format(tostring(path)), 3)
   end
@@ -53,21 +64,24 @@ function Router:add(method, path, handler, opts)
   if pattern then
     for _, r in ipairs(self.patterns) do
       if r.path == path then entry = r end
+      if r.pattern == pattern then check_new(r, method, path, where) end
     end
     if not entry then
-      entry = { path = path, pattern = pattern, names = names, methods = {} }
+      entry = { path = path, pattern = pattern, names = names, methods = {}, where = {} }
       self.patterns[#self.patterns + 1] = entry
     end
   else
     entry = self.exact[path]
     if not entry then
-      entry = { methods = {} }
+      entry = { methods = {}, where = {} }
       self.exact[path] = entry
     end
+    check_new(entry, method, path, where)
   end
   entry.methods[method] = handler
   entry.opts = entry.opts or {}
   entry.opts[method] = opts
+  entry.where[method] = where
   entry.allow = allow_list(entry.methods)
 end
 

@@ -43,7 +43,11 @@ function Response:json() return json.decode(self.body) end
 --- fields: headers, body (a table is sent as JSON), id, remote_addr.
 --- Returns { status, body, headers, :json() }; a Lua error in the handler is raised here.
 function T.request(method, target, fields)
-  local req = request.new(method, target, fields)
+  local req, bad = request.new(method, target, fields)
+  if not req then -- the server answers such a target 400 before any route sees it
+    local body = json.encode { error = "bad request", detail = bad }
+    return setmetatable({ status = 400, body = body, headers = setmetatable({}, request.headers_mt) }, Response)
+  end
   local ok, status, body, ctype, headers = core.run(T.timeout, req.id, gw._dispatch, req)
   if not ok then error(status, 2) end
   local h = setmetatable({}, request.headers_mt)
@@ -70,7 +74,8 @@ function T.stub(routes)
   local stub = { requests = {} }
   for key, handler in pairs(routes) do
     local method, path = key:match("^(%u+)%s+(/%S*)$")
-    assert(method, "stub routes are keyed 'METHOD /path', got " .. tostring(key))
+    assert(method and not path:find("?", 1, true),
+           "stub routes are keyed 'METHOD /path', without a query (it is in req.query), got " .. tostring(key))
     r:add(method, path, function(req)
       stub.requests[#stub.requests + 1] = req
       if type(handler) == "function" then return handler(req) end
@@ -86,15 +91,24 @@ end
 
 --- Answer fetches with canned responses instead of the network (pure unit tests).
 --- responses: { ["METHOD /path"] = response } for named upstreams, { ["METHOD url"] = ... } for
---- URLs; a response is { status, body, headers }, or a function(call) returning one (or nil, err).
+--- URLs, keyed without the query as stub routes are (a call's query is in call.query, decoded);
+--- a response is { status, body, headers }, or a function(call) returning one (or nil, err).
 --- Unknown calls fail like a refused connection. Calls are recorded in the returned list.
 --- The handler gets what a real upstream answering the same would give (luagate makes it: lower-case
 --- header names, a table body as JSON with its content type, content_type, :json()).
 function T.mock_fetch(responses)
+  for key in pairs(responses) do
+    assert(type(key) == "string" and key:match("^%u+ %S+$") and not key:find("?", 1, true),
+           "mock_fetch keys are 'METHOD /path' or 'METHOD url', without a query (it is in call.query), got "
+           .. tostring(key))
+  end
   local calls = {}
   gw._mock_fetch(function(call)
     calls[#calls + 1] = call
-    local r = responses[call.method .. " " .. (call.path or call.url)] or responses[call.method .. " " .. call.url]
+    local target = call.path or call.url
+    local bare, query = target:match("^([^?]*)%??(.*)$")
+    call.query = request.decode_query(query)
+    local r = responses[call.method .. " " .. bare] or responses[call.method .. " " .. call.url:match("^[^?]*")]
     if type(r) == "function" then return r(call) end
     if r == nil then return nil, "connection refused: no canned response for " .. call.method .. " " .. call.url end
     return r

@@ -35,6 +35,9 @@ describe("config", function()
     { 'log_level = "loud"\n', ":1: log_level: expected one of debug, error, info, warn" },
     { 'listen = os.getenv("X")\n', ":1: unknown name 'os'" },
     { 'listen = "a:1"\nlisten = \n', ":3:" },
+    -- strings' methods are functions too: not in the sandbox
+    { 'listen = ("127.0.0.1:8080"):lower()\n', ":1: strings have no methods in the config" },
+    { 'x = ("x"):rep(1e9)\n', ":1: strings have no methods in the config" },
   }
   for _, case in ipairs(cases) do
     it("refuses " .. case[1]:gsub("\n", "\\n"), function()

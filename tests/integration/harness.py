@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -390,6 +391,137 @@ def parse_http_date(value):
                     r"Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$", value or ""):
         raise AssertionError("not an IMF-fixdate: %r" % value)
     return email.utils.parsedate_to_datetime(value)
+
+
+def rss_kb(pid):
+    """Resident memory of a process, from /proc (kB)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# A misbehaving upstream
+
+class FaultUpstream:
+    """An HTTP upstream on a loopback port that misbehaves as the request's path says:
+
+        /close-mid-body   chunked, one chunk, then closes
+        /short-body       Content-Length: 1000, 10 bytes, then closes
+        /bad-status       a malformed status line
+        /endless-chunked  chunks until the peer leaves
+        /drip-headers     its head one byte every 0.5 s
+        /too-large        Content-Length: 70 MiB and all of it (more than luagate buffers)
+        /big?mb=N         N MiB (a well-formed answer, for memory tests)
+        /silent           reads the request, never answers
+        /status-NNN       status NNN with a 2-byte body
+        /switch           an unsolicited "101 Switching Protocols"
+        anything else     200 "ok"
+
+    Each connection has a thread of its own and serves one request. with FaultUpstream() as up: up.url
+    """
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.stopping = threading.Event()
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.stopping.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        for c in list(self.conns):
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            target = head.split(b" ", 2)[1].decode("latin-1")
+            self._answer(c, target)
+        except OSError:
+            pass
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+            if c in self.conns:
+                self.conns.remove(c)
+
+    def _answer(self, c, target):
+        path, _, query = target.partition("?")
+        if path == "/close-mid-body":
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        elif path == "/short-body":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+        elif path == "/bad-status":
+            c.sendall(b"HTTP/1.1 OK\r\nContent-Length: 2\r\n\r\nok")
+            time.sleep(0.2)
+        elif path == "/endless-chunked":
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (65536, b"e" * 65536)
+            while not self.stopping.is_set():
+                c.sendall(chunk)
+        elif path == "/drip-headers":
+            for b in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+                if self.stopping.wait(0.5):
+                    return
+                c.sendall(bytes([b]))
+        elif path == "/too-large":
+            n = 70 << 20
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+            block = b"L" * (1 << 20)
+            for _ in range(n >> 20):
+                c.sendall(block)
+        elif path == "/big":
+            mb = int(query.partition("mb=")[2] or 1)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (mb << 20))
+            block = b"B" * (1 << 20)
+            for _ in range(mb):
+                c.sendall(block)
+        elif path == "/silent":
+            self.stopping.wait(30)
+        elif path.startswith("/status-"):
+            c.sendall(b"HTTP/1.1 %s Odd\r\nContent-Length: 2\r\n\r\nok" % path[8:].encode())
+        elif path == "/switch":
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+            self.stopping.wait(2)
+        else:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
 # --------------------------------------------------------------------------------------------

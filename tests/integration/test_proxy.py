@@ -139,8 +139,9 @@ STATS_ROUTE = 'local gw = require "luagate"\ngw.get("/t/stats", function() retur
 
 @harness.require_binary
 class ClientGoneTest(harness.GatewayTestCase):
-    # probe: logs "probe: start GET /demo/slow" when the upstream side starts
-    GATEWAY_ARGS = {"probe": True, "extra_routes": {"zz_stats.lua": STATS_ROUTE}}
+    # probe: logs "probe: start GET /demo/slow" when the upstream side starts; a client that left
+    # is logged at debug
+    GATEWAY_ARGS = {"probe": True, "extra_routes": {"zz_stats.lua": STATS_ROUTE}, "log_level": "debug"}
 
     def stats(self):
         s = self.gw.raw(get("/t/stats")).json()

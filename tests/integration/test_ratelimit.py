@@ -112,8 +112,9 @@ end)
 
 
 def gateway(redis, workers=2):
+    # At debug: a client that leaves is logged at that level.
     return harness.Gateway(settings={"workers": workers, "redis": {"main": {"url": redis.url(), "timeout": 1}}},
-                           extra_routes={"limits.lua": ROUTES})
+                           extra_routes={"limits.lua": ROUTES}, log_level="debug")
 
 
 def all_listening(gw, n):

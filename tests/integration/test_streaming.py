@@ -88,6 +88,7 @@ class NativeStreamingTest(unittest.TestCase):
             api={"url": cls.nginx.url, "auth": None, "client": cls.client, "timeout": 30},
             upstreams={"sink": {"url": cls.sink.url, "client": cls.client, "timeout": 60}},
             extra_routes={"stats.lua": STATS_ROUTE, "upload.lua": cls.UPLOAD_ROUTE},
+            log_level="debug",  # a client that left is logged at debug
         ).start()
 
     @classmethod

@@ -17,6 +17,7 @@ WHOAMI = '''
 local gw = require "luagate"
 gw.get("/whoami", function() return 200, gw.stats() end)
 gw.get("/nap", function() gw.sleep(1) return 200, gw.stats() end)
+gw.get("/long-nap", function() gw.sleep(10) return 200, gw.stats() end)
 '''
 
 
@@ -188,8 +189,9 @@ class WorkersTest(WorkersTestCase):
         with self.gateway(probe=True) as gw:
             serving(gw)
             with gw.connect(timeout=10) as c:
-                c.send(request_bytes("GET", "/nap"))
-                gw.wait_for_log(r"probe: start GET /nap")
+                # Long enough that only the second signal can end it, however slow the machine.
+                c.send(request_bytes("GET", "/long-nap"))
+                gw.wait_for_log(r"probe: start GET /long-nap")
                 gw.send_signal(signal.SIGINT)
                 gw.wait_for_log(r"master: SIGINT: stopping the workers gracefully")
                 gw.send_signal(signal.SIGINT)  # a second Ctrl-C: stop now, as with one process
