@@ -72,6 +72,9 @@ int config_load(lua_State *L, const char *path, gw_config *out, char *err, size_
     out->limits.max_body_size = (size_t)number_field(L, "max_body_size");
     out->limits.keepalive_timeout_ms = (uint64_t)(number_field(L, "keepalive_timeout") * 1000);
     out->limits.read_timeout_ms = (uint64_t)(number_field(L, "read_timeout") * 1000);
+    out->limits.header_timeout_ms = (uint64_t)(number_field(L, "header_timeout") * 1000);
+    out->limits.body_timeout_ms = (uint64_t)(number_field(L, "body_timeout") * 1000);
+    out->limits.handler_timeout_ms = (uint64_t)(number_field(L, "handler_timeout") * 1000);
     out->limits.backlog = (int)number_field(L, "backlog");
     out->shutdown_timeout_ms = (uint64_t)(number_field(L, "shutdown_timeout") * 1000);
     out->reload_timeout_ms = (uint64_t)(number_field(L, "reload_timeout") * 1000);

@@ -53,10 +53,19 @@ struct gw_conn {
     bool stream_keep_alive;
     bool want_writable; /* the app waits for the queue to go down */
     bool continue_sent; /* "100 Continue" went out for the request in flight */
-    size_t queued_at_timer; /* queued output when the send timer was armed: progress check */
-    uint64_t deadline;      /* when the current timeout expires (loop time, ms); 0: none */
-    uint64_t timer_due;     /* when the uv timer fires: never after deadline */
-    uint64_t idle_since;    /* when it last became idle: a drain lets it be for a minimum grace */
+    /* Deadlines and progress, in loop time (ms); a deadline of 0 is none. Which one holds follows
+     * from the state (conn_deadline); the uv timer is armed for the nearest. */
+    uint64_t timer_due;       /* when the uv timer fires */
+    uint64_t idle_since;      /* when it last became idle: keep-alive, and a drain's grace */
+    uint64_t last_read;       /* the last bytes of the request being received */
+    uint64_t head_deadline;   /* its head must be whole by then (header_timeout) */
+    uint64_t body_deadline;   /* a body being buffered must be whole by then (body_timeout) */
+    uint64_t answer_deadline; /* the app must begin its answer by then (handler_timeout, a route's) */
+    uint64_t grace_deadline;  /* a drain lets an idle connection be until then */
+    uint64_t linger_deadline; /* after our FIN, the peer's is awaited until then */
+    uint64_t send_progress;   /* when the queued output was last seen to shrink */
+    size_t queued_seen;       /* ... and how much was queued then (0: nothing queued) */
+    unsigned requests;        /* requests begun on this connection */
     char id[65]; /* the request id: the client's (up to 64 characters) or a generated one */
     char remote[64];
 };
@@ -74,48 +83,109 @@ static size_t queued(gw_conn *c) {
 
 /* ---- timeouts ---- */
 
-static void timer_set(gw_conn *c, uint64_t ms);
+enum deadline_kind { DL_NONE, DL_IDLE, DL_GRACE, DL_HEAD, DL_READ, DL_BODY, DL_ANSWER, DL_SEND, DL_LINGER };
 
 static void conn_fail(gw_conn *c, int status, const char *message);
 static void conn_abort_request(gw_conn *c);
+static void conn_end(gw_conn *c);
+
+static uint64_t now_ms(const gw_conn *c) {
+    return uv_now(c->srv->loop);
+}
+
+/* The deadline that holds in the connection's state, and which it is:
+ * - output queued for a client: it must take some within read_timeout (a send deadline measured
+ *   by progress, as nginx's send_timeout);
+ * - lingering after our FIN: the peer's FIN, briefly;
+ * - a request being received: read_timeout between reads, and its head whole within
+ *   header_timeout of its first byte (of the accept, for a connection's first request), and a
+ *   buffered body whole within body_timeout (a streamed one only moves or times out);
+ * - a request with the app: its answer begun within handler_timeout (or its route's timeout);
+ * - idle between requests: keepalive_timeout (header_timeout before a first request), or a
+ *   drain's grace. */
+static uint64_t conn_deadline(gw_conn *c, int *why) {
+    const gw_limits *l = &c->srv->limits;
+    uint64_t d = UINT64_MAX;
+    *why = DL_NONE;
+#define CAP(t, w)                          \
+    do {                                   \
+        uint64_t t_ = (t);                 \
+        if (t_ && t_ < d) d = t_, *why = (w); \
+    } while (0)
+    if (c->queued_seen) CAP(c->send_progress + l->read_timeout_ms, DL_SEND);
+    if (c->lingering) {
+        CAP(c->linger_deadline, DL_LINGER);
+    } else if (c->in_flight) {
+        if (!c->streaming) CAP(c->answer_deadline, DL_ANSWER);
+        if (c->early && c->rp.in_message) {
+            CAP(c->last_read + l->read_timeout_ms, DL_READ);
+            if (!c->rp.stream_body) CAP(c->body_deadline, DL_BODY);
+        }
+    } else if (c->rp.in_message) {
+        CAP(c->last_read + l->read_timeout_ms, DL_READ);
+        if (!c->rp.head_done) CAP(c->head_deadline, DL_HEAD);
+        else if (!c->rp.stream_body) CAP(c->body_deadline, DL_BODY);
+    } else if (!c->queued_seen) {
+        CAP(c->grace_deadline, DL_GRACE);
+        CAP(c->requests ? c->idle_since + l->keepalive_timeout_ms : c->head_deadline, DL_IDLE);
+    }
+#undef CAP
+    return d;
+}
+
+static void on_timeout(uv_timer_t *t);
+
+/* Arm the timer for the deadline that holds now. It moves only when the deadline comes sooner
+ * than the timer fires: a later one is found when it fires, so that progress (a read, a write)
+ * costs no timer operation. */
+static void conn_arm(gw_conn *c) {
+    if (c->closing) return;
+    size_t q = queued(c);
+    if (q == 0) c->queued_seen = 0;
+    else if (!c->queued_seen) c->queued_seen = q, c->send_progress = now_ms(c);
+    int why;
+    uint64_t d = conn_deadline(c, &why);
+    if (why == DL_NONE) return;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || d < c->timer_due) {
+        uint64_t now = now_ms(c);
+        c->timer_due = d;
+        uv_timer_start(&c->timer, on_timeout, d > now ? d - now : 0, 0);
+    }
+}
 
 static void on_timeout(uv_timer_t *t) {
     gw_conn *c = t->data;
-    if (c->deadline == 0) return; /* nothing due: while the app works, its deadlines hold */
-    uint64_t now = uv_now(c->srv->loop);
-    if (now < c->deadline) { /* moved later since the timer was armed */
-        c->timer_due = c->deadline;
-        uv_timer_start(&c->timer, on_timeout, c->deadline - now, 0);
-        return;
-    }
+    uint64_t now = now_ms(c);
     size_t q = queued(c);
-    if (q > 0 && q != c->queued_at_timer) {
-        /* Still sending, and the client took some since last time: give it another period. */
-        c->queued_at_timer = q;
-        timer_set(c, c->srv->limits.read_timeout_ms);
+    if (c->queued_seen && q < c->queued_seen) { /* the client took some: progress */
+        c->queued_seen = q ? q : 0;
+        c->send_progress = now;
+    }
+    int why;
+    uint64_t d = conn_deadline(c, &why);
+    if (why == DL_NONE) return;
+    if (now < d) { /* moved later since the timer was armed */
+        c->timer_due = d;
+        uv_timer_start(&c->timer, on_timeout, d - now, 0);
         return;
     }
-    if (c->in_flight && c->rp.in_message && q == 0) { /* a body the app waits for stopped coming */
+    switch (why) {
+    case DL_SEND: log_debug("%s: client stopped reading; closing", c->remote); conn_close(c); return;
+    case DL_LINGER: log_debug("%s: peer did not close after the last response", c->remote); conn_close(c); return;
+    case DL_IDLE:
+    case DL_GRACE: conn_end(c); return;
+    case DL_HEAD: conn_fail(c, 408, "request head timed out"); return;
+    case DL_READ:
+    case DL_BODY:
+        conn_abort_request(c); /* one handed over early lets go first */
+        conn_fail(c, 408, c->rp.head_done ? "request body timed out" : "request head timed out");
+        return;
+    case DL_ANSWER:
+        log_warn("request %s %s %.*s: no answer within its deadline (handler_timeout or the route's timeout); 504",
+                 c->req.id, c->req.method, (int)c->req.path_len, c->req.path);
         conn_abort_request(c);
-        conn_fail(c, 408, "request body timed out");
+        conn_fail(c, 504, "handler timed out");
         return;
-    }
-    if (c->lingering && q == 0) log_debug("%s: peer did not close after the last response", c->remote);
-    else if (q) log_debug("%s: client stopped reading; closing", c->remote);
-    conn_close(c);
-}
-
-/* Timeouts move on every request; the uv timer (a heap entry) is only re-armed when the new
- * deadline comes before it fires. A later deadline is found by on_timeout, which re-arms. */
-static void timer_set(gw_conn *c, uint64_t ms) {
-    if (ms == 0) {
-        c->deadline = 0;
-        return;
-    }
-    c->deadline = uv_now(c->srv->loop) + ms;
-    if (!uv_is_active((uv_handle_t *)&c->timer) || c->deadline < c->timer_due) {
-        c->timer_due = c->deadline;
-        uv_timer_start(&c->timer, on_timeout, ms, 0);
     }
 }
 
@@ -185,8 +255,8 @@ static void conn_end(gw_conn *c) {
 
 /* Nothing to receive, answer or send: wait for the next request for keepalive_timeout. */
 static void conn_set_idle(gw_conn *c) {
-    c->idle_since = uv_now(c->srv->loop);
-    timer_set(c, c->srv->limits.keepalive_timeout_ms);
+    c->idle_since = now_ms(c);
+    conn_arm(c);
 }
 
 void conn_drain(gw_conn *c, uint64_t min_idle_ms) {
@@ -202,23 +272,28 @@ void conn_drain(gw_conn *c, uint64_t min_idle_ms) {
     }
     /* Just used: its client may have sent the next request already. One that arrives in the grace
      * is answered (with Connection: close); on_timeout closes the connection if none does. */
-    timer_set(c, min_idle_ms - idle);
+    c->grace_deadline = c->idle_since + min_idle_ms;
+    conn_arm(c);
 }
 
 static void on_shutdown(gw_transport *t, int status) {
     gw_conn *c = t->data;
     if (c->closing) return;
     /* Everything is sent: wait briefly for the peer's FIN (or have it already). */
-    if (status < 0 || c->peer_eof) conn_close(c);
-    else timer_set(c, LINGER_MS);
+    if (status < 0 || c->peer_eof) {
+        conn_close(c);
+        return;
+    }
+    c->linger_deadline = now_ms(c) + LINGER_MS;
+    conn_arm(c);
 }
 
 /* Stop taking requests: FIN our side once the output is out, then wait briefly for the peer. */
 static void conn_linger(gw_conn *c) {
     if (c->lingering || c->closing) return;
     c->lingering = true;
-    c->queued_at_timer = queued(c);
-    timer_set(c, c->queued_at_timer ? c->srv->limits.read_timeout_ms : LINGER_MS);
+    if (!queued(c)) c->linger_deadline = now_ms(c) + LINGER_MS; /* else once the FIN is out */
+    conn_arm(c);
     if (transport_shutdown(tr(c)) < 0) conn_close(c);
 }
 
@@ -248,10 +323,8 @@ static void on_write_done(gw_transport *t, int status) {
     }
     /* The answer is out: a send timeout becomes the keep-alive idle timeout again (while an answer
      * streams, there is nothing to wait for until its next piece). */
-    if (queued(c) == 0 && !c->in_flight && !c->rp.in_message && !c->lingering)
-        conn_set_idle(c);
-    else if (queued(c) == 0 && c->streaming)
-        timer_set(c, 0);
+    if (queued(c) == 0 && !c->in_flight && !c->rp.in_message && !c->lingering) conn_set_idle(c);
+    else conn_arm(c);
     if (c->want_writable && queued(c) < STREAM_LOW) {
         c->want_writable = false;
         c->srv->app.on_writable(&c->req, c->srv->app.data);
@@ -312,10 +385,8 @@ static void request_finished(gw_conn *c, bool keep_alive) {
         return;
     }
     request_parser_trim(&c->rp);
-    /* While the answer is still going out, the timer is a send timeout; then keep-alive. */
-    c->queued_at_timer = queued(c);
-    if (c->queued_at_timer) timer_set(c, c->srv->limits.read_timeout_ms);
-    else conn_set_idle(c);
+    /* While the answer is still going out, the deadline is the send's; then keep-alive. */
+    conn_set_idle(c);
     if (c->read_stopped && !c->write_blocked) conn_start_reading(c);
     conn_schedule(c);
 }
@@ -326,6 +397,12 @@ void server_respond(gw_request *req, const gw_response *resp) {
     bool keep_alive = answer_keeps_alive(c);
     conn_send(c, resp, keep_alive);
     request_finished(c, keep_alive);
+}
+
+void server_set_answer_timeout(gw_request *req, uint64_t ms) {
+    gw_conn *c = conn_of_request(req);
+    c->answer_deadline = ms ? now_ms(c) + ms : 0;
+    conn_arm(c);
 }
 
 /* ---- streamed answers ---- */
@@ -350,10 +427,7 @@ int server_respond_head(gw_request *req, const gw_response *resp, int64_t body_l
 }
 
 static int stream_queue_state(gw_conn *c) {
-    if (queued(c) > 0 && c->deadline == 0) { /* a send deadline while the client is behind */
-        c->queued_at_timer = queued(c);
-        timer_set(c, c->srv->limits.read_timeout_ms);
-    }
+    conn_arm(c); /* a send deadline while the client is behind */
     if (queued(c) < STREAM_HIGH) return 0;
     c->want_writable = true;
     return 1;
@@ -465,10 +539,17 @@ static void conn_fail(gw_conn *c, int status, const char *message) {
 
 /* ---- parsing ---- */
 
+/* The first byte of a request: its head is due within header_timeout (a connection's first, of
+ * the accept), a buffered body within body_timeout of it. */
 static void on_request_begin(void *owner) {
     gw_conn *c = owner;
+    const gw_limits *l = &c->srv->limits;
     memset(&c->req, 0, sizeof c->req);
-    timer_set(c, c->srv->limits.read_timeout_ms);
+    c->last_read = now_ms(c);
+    if (c->requests++ > 0) c->head_deadline = c->last_read + l->header_timeout_ms;
+    c->body_deadline = l->body_timeout_ms ? c->last_read + l->body_timeout_ms : 0;
+    c->grace_deadline = 0;
+    conn_arm(c);
 }
 
 static const request_parser_events parser_events = {
@@ -515,15 +596,16 @@ static void conn_dispatch(gw_conn *c, bool early) {
     c->in_flight = true;
     c->early = early;
     c->continue_sent = false;
-    /* A body the app will wait for keeps the read deadline; else the time is the app's. */
-    timer_set(c, early ? c->srv->limits.read_timeout_ms : 0);
+    uint64_t ms = c->srv->limits.handler_timeout_ms;
+    c->answer_deadline = ms ? now_ms(c) + ms : 0;
+    conn_arm(c);
     c->srv->app.on_request(&c->req, c->srv->app.data);
 }
 
 /* Body bytes of a request handed over early. */
 static void conn_body_bytes(gw_conn *c, const char *data, size_t n) {
     request_parser *rp = &c->rp;
-    timer_set(c, c->srv->limits.read_timeout_ms);
+    c->last_read = now_ms(c);
     size_t used = 0;
     int o = conn_parse(c, data, n, &used);
     if (o == PARSE_FAILED) return;
@@ -531,7 +613,7 @@ static void conn_body_bytes(gw_conn *c, const char *data, size_t n) {
         c->req.body = rp->body.data ? rp->body.data + rp->body_off : "";
         c->req.body_len = rp->body.len - rp->body_off;
         c->req.body_complete = true;
-        timer_set(c, 0);
+        conn_arm(c);
         if (used < n && buf_append(&c->pending, data + used, n - used)) {
             conn_close(c);
             return;
@@ -607,7 +689,7 @@ static void on_read(gw_transport *t, const char *data, size_t n) {
     }
 
     /* The common case: parse straight from the read buffer, keep only what follows a request. */
-    if (c->rp.in_message) timer_set(c, c->srv->limits.read_timeout_ms);
+    c->last_read = now_ms(c); /* progress: the read deadline is counted from here (conn_deadline) */
     size_t used = 0;
     int o = conn_parse(c, data, n, &used);
     if (o == PARSE_HEAD) { /* every byte was taken: the head, and what came of the body */
@@ -650,6 +732,7 @@ bool conn_accept(gw_server *srv) {
     }
     request_parser_init(&c->rp, &srv->limits, &parser_events, c);
     tcp_peer_name(&c->tcp, c->remote, sizeof c->remote);
+    c->head_deadline = now_ms(c) + srv->limits.header_timeout_ms; /* its first request, or out */
     conn_set_idle(c);
     conn_start_reading(c);
     return true;

@@ -436,6 +436,9 @@ static int l_listen(lua_State *L) {
                         .max_body_size = 16 << 20,
                         .keepalive_timeout_ms = 60000,
                         .read_timeout_ms = 60000,
+                        .header_timeout_ms = 60000,
+                        .body_timeout_ms = 60000,
+                        .handler_timeout_ms = 60000,
                         .backlog = 511};
     gw_listen where = {.host = host, .port = port};
     int r = server_start(&s->srv, rt->loop, &where, &limits, &app);

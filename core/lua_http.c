@@ -233,10 +233,21 @@ static int l_respond_end(lua_State *L) {
     return 0;
 }
 
+/* core.set_timeout(seconds): the request's answer is due within seconds from now (a route's
+ * timeout, in place of handler_timeout); past it the server answers 504. */
+static int l_set_timeout(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    gw_task *t = rt->current;
+    long ms = ms_of(L, 1);
+    if (t && t->req && ms > 0) server_set_answer_timeout(t->req, (uint64_t)ms);
+    return 0;
+}
+
 void http_register(lua_State *L, gw_runtime *rt) {
     static const luaL_Reg fns[] = {
         {"body", l_body}, {"body_stream", l_body_stream}, {"body_read", l_body_read},
         {"respond_head", l_respond_head}, {"write", l_write}, {"respond_end", l_respond_end},
+        {"set_timeout", l_set_timeout},
         {NULL, NULL}};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushlightuserdata(L, rt);

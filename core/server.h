@@ -45,7 +45,10 @@ typedef struct gw_limits {
     size_t max_header_size; /* request line + headers, bytes: over it, 431 */
     size_t max_body_size;   /* bytes: over it, 413 */
     uint64_t keepalive_timeout_ms;
-    uint64_t read_timeout_ms; /* between bytes of a request being received */
+    uint64_t read_timeout_ms;    /* between reads of a request, and for a client to take an answer */
+    uint64_t header_timeout_ms;  /* a request's whole head, from its first byte (or the accept) */
+    uint64_t body_timeout_ms;    /* a buffered body, whole; 0: none */
+    uint64_t handler_timeout_ms; /* for the app to begin its answer; 0: none */
     int backlog;
 } gw_limits;
 
@@ -78,6 +81,9 @@ int server_port(const gw_server *s);
 
 /* Answer a request the server handed to the app. */
 void server_respond(gw_request *req, const gw_response *resp);
+/* The app's answer is due within ms from now (a route's own timeout); past it the server answers
+ * 504 and aborts the request. 0: no deadline. */
+void server_set_answer_timeout(gw_request *req, uint64_t ms);
 
 /* ---- a body that is still arriving (req->body_complete false) ---- */
 

@@ -50,7 +50,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[2048];
     if (config_load(L, path, &cfg, err, sizeof err) == 0) {
         /* A config that loads is one luagate would serve: its values are sane. */
-        if (cfg.port < 0 || cfg.port > 65535 || cfg.limits.max_header_size < 256 || cfg.workers < 1) abort();
+        if (cfg.nlisten < 1 || cfg.limits.max_header_size < 256 || cfg.workers < 1) abort();
+        for (int i = 0; i < cfg.nlisten; i++)
+            if (cfg.listen[i].port < 0 || cfg.listen[i].port > 65535) abort();
         lua_pop(L, 1);
     }
     lua_sethook(L, NULL, 0, 0);

@@ -46,16 +46,20 @@ local function caller_location()
   return "?"
 end
 
-local ROUTE_OPTIONS = { body = true }
+local ROUTE_OPTIONS = { body = true, timeout = true }
 
--- A table of route options ({ body = "stream" }), or nil when t is something else (middleware).
+-- A table of route options ({ body = "stream", timeout = 5 }), or nil when t is something else
+-- (middleware).
 local function route_options(t)
   if type(t) ~= "table" or getmetatable(t) or t.before ~= nil or t.after ~= nil then return nil end
   for k in pairs(t) do
-    if not ROUTE_OPTIONS[k] then error(("unknown route option '%s' (known: body)"):format(tostring(k)), 4) end
+    if not ROUTE_OPTIONS[k] then error(("unknown route option '%s' (known: body, timeout)"):format(tostring(k)), 4) end
   end
   if t.body ~= nil and t.body ~= "stream" and t.body ~= "buffer" then
     error('route option body: "stream" (read it in pieces) or "buffer" (the default)', 4)
+  end
+  if t.timeout ~= nil and (type(t.timeout) ~= "number" or t.timeout <= 0) then
+    error("route option timeout: seconds for the handler to begin its answer, a number above 0", 4)
   end
   return t
 end
@@ -585,13 +589,14 @@ M.stats = core.stats
 
 -- Route one request with router r, in the request's own coroutine.
 local function route(r, req)
-  local handler, params, pattern = r:match(req.method, req.path)
+  local handler, params, pattern, opts = r:match(req.method, req.path)
   if not handler then
     local allow = pattern
     if allow then return 405, { error = "method not allowed", request_id = req.id }, { Allow = allow } end
     return 404, { error = "not found", request_id = req.id }
   end
   req.params, req.route = params, pattern
+  if opts and opts.timeout then core.set_timeout(opts.timeout) end -- in place of handler_timeout
   return handler(req)
 end
 

@@ -1,9 +1,7 @@
 """Faults, against the running binary: misbehaving upstreams (harness.FaultUpstream, reached through
 /v1/proxy) and misbehaving clients. Each case asserts the client's answer, a time bound, that the
-gateway still serves a normal request afterwards, and that its memory stayed bounded.
-
-Cases the gateway gets wrong today, pending work of issue 11 named in each, are marked
-expectedFailure: remove the mark when that work lands (the test then has to pass)."""
+gateway still serves a normal request afterwards, and that its memory stayed bounded."""
+import json
 import os
 import socket
 import sys
@@ -22,6 +20,7 @@ local gw = require "luagate"
 local big = string.rep("x", 1024 * 1024)
 gw.get("/t/big", function() return 200, big end)
 gw.get("/t/slow", function() gw.sleep(1) return 200, "slow" end)
+gw.get("/t/stuck", { timeout = 0.5 }, function() gw.sleep(10) return 200, "never" end)
 gw.post("/t/sink", function(req) return 200, tostring(#req.body) end)
 -- /v1/proxy with a timeout of the test's choosing (the upstream's is 1.5 s)
 gw.get("/t/fetch", function(req)
@@ -167,7 +166,7 @@ class UpstreamFaultsTest(FaultCase):
 
 @harness.require_binary
 class ClientFaultsTest(FaultCase):
-    SETTINGS = {"read_timeout": 1, "keepalive_timeout": 5}
+    SETTINGS = {"read_timeout": 1, "keepalive_timeout": 5, "header_timeout": 2, "body_timeout": 2}
 
     def server_side_established(self, client_port):
         """Is the gateway's end of the connection from client_port still ESTABLISHED (not closed
@@ -248,24 +247,30 @@ class ClientFaultsTest(FaultCase):
                     c.sock.setblocking(True)
             return False
 
-    @unittest.expectedFailure  # issue 11 point 2: a deadline for a whole body, not only between bytes
     def test_trickled_body_is_cut_by_a_body_deadline(self):
         t0 = time.monotonic()
         cut = self.trickle(request_bytes("POST", "/t/sink", {"Content-Length": "200"}), b"b" * 200, 4)
         self.assertTrue(cut, "a body trickled for %.1f s is still being taken" % (time.monotonic() - t0))
         self.assert_healthy()
 
-    @unittest.expectedFailure  # issue 11 point 2: a deadline for a whole head (nginx's client_header_timeout)
     def test_dripped_headers_are_cut_by_a_head_deadline(self):
         head = b"GET /hello HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(40))
         cut = self.trickle(b"", head, 4)
         self.assertTrue(cut, "a head dripped for 4 s is still being read")
         self.assert_healthy()
 
-    @unittest.expectedFailure  # issue 11 point 2: an idle deadline for a connection that sends nothing
+    def test_a_route_timeout_answers_504_and_stops_the_handler(self):
+        t0 = time.monotonic()
+        status, _, body = self.gw.request("GET", "/t/stuck", timeout=5)
+        took = time.monotonic() - t0
+        self.assertEqual((504, "handler timed out"), (status, json.loads(body)["error"]))
+        self.assertTrue(0.45 <= took < 2, "took %.2f s for a 0.5 s route timeout" % took)
+        self.gw.wait_for_log(r"GET /t/stuck: no answer within its deadline")
+        self.assert_healthy()
+
     def test_connection_sending_nothing_is_closed_before_keepalive_timeout(self):
         with self.gw.connect() as c:
-            self.assertTrue(c.is_closed_by_peer(2.5), "open after 2.5 s (read_timeout 1 s)")
+            self.assertTrue(c.is_closed_by_peer(3), "open after 3 s (header_timeout 2 s)")
 
 
 if __name__ == "__main__":

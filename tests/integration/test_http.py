@@ -417,8 +417,8 @@ class LimitsTest(CommonAsserts, harness.GatewayTestCase):
 
 @harness.require_binary
 class TimeoutsTest(harness.GatewayTestCase):
-    """keepalive_timeout and read_timeout from the config."""
-    GATEWAY_ARGS = {"settings": {"keepalive_timeout": 0.3, "read_timeout": 0.3}}
+    """keepalive_timeout, read_timeout and header_timeout from the config."""
+    GATEWAY_ARGS = {"settings": {"keepalive_timeout": 0.3, "read_timeout": 0.3, "header_timeout": 0.5}}
 
     def test_idle_keepalive_connection_closed(self):
         with self.gw.connect() as c:
@@ -429,8 +429,12 @@ class TimeoutsTest(harness.GatewayTestCase):
             self.assertGreaterEqual(time.monotonic() - t0, 0.2, "not before keepalive_timeout")
 
     def test_connection_without_request_closed(self):
+        # A new connection has header_timeout for its first request's head, as nginx's
+        # client_header_timeout, not keepalive_timeout.
         with self.gw.connect() as c:
+            t0 = time.monotonic()
             self.assertTrue(c.is_closed_by_peer(3))
+            self.assertGreaterEqual(time.monotonic() - t0, 0.4, "not before header_timeout")
 
     def test_incomplete_request_closed_after_read_timeout(self):
         with self.gw.connect() as c:
