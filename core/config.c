@@ -76,6 +76,9 @@ int config_load(lua_State *L, const char *path, gw_config *out, char *err, size_
     out->limits.body_timeout_ms = (uint64_t)(number_field(L, "body_timeout") * 1000);
     out->limits.handler_timeout_ms = (uint64_t)(number_field(L, "handler_timeout") * 1000);
     out->limits.backlog = (int)number_field(L, "backlog");
+    out->limits.max_connections = (size_t)number_field(L, "max_connections");
+    out->max_open_files = (long)number_field(L, "max_open_files");
+    out->max_buffered_size = (size_t)number_field(L, "max_buffered_size");
     out->shutdown_timeout_ms = (uint64_t)(number_field(L, "shutdown_timeout") * 1000);
     out->reload_timeout_ms = (uint64_t)(number_field(L, "reload_timeout") * 1000);
     out->keepalive_min_timeout_ms = (uint64_t)(number_field(L, "keepalive_min_timeout") * 1000);

@@ -25,6 +25,8 @@ typedef struct gw_config {
     uint64_t reload_timeout_ms;        /* for a new generation of workers to report ready */
     uint64_t keepalive_min_timeout_ms; /* an idle connection's grace when its worker drains */
     long upstream_keepalive;
+    long max_open_files;      /* the worker's descriptor limit; 0: as inherited */
+    size_t max_buffered_size; /* the worker's memory budget (budget.h) */
     int nupstreams;
     char log_level[16];
     char error_log[4096]; /* "stderr" or a path */

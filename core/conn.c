@@ -25,6 +25,9 @@
 #define STREAM_HIGH (256u << 10) /* a streamed answer: queued bytes before its source waits */
 #define STREAM_LOW (64u << 10)   /* ... and when it goes on */
 #define BODY_HIGH (256u << 10)   /* a streamed request body: unread bytes before we stop reading */
+#define BUDGET_FREE_BODY (16u << 10) /* an answer's body this small is never refused for the budget */
+#define STALLED_MIN (16u << 10)  /* when the budget runs short, a client holding this much queued... */
+#define STALLED_MS 1000          /* ... and reading none of it for this long is cut */
 
 struct gw_conn {
     gw_tcp tcp;
@@ -53,6 +56,7 @@ struct gw_conn {
     bool stream_keep_alive;
     bool want_writable; /* the app waits for the queue to go down */
     bool continue_sent; /* "100 Continue" went out for the request in flight */
+    bool refused;       /* taken past max_connections, only to be answered 503 */
     /* Deadlines and progress, in loop time (ms); a deadline of 0 is none. Which one holds follows
      * from the state (conn_deadline); the uv timer is armed for the nearest. */
     uint64_t timer_due;       /* when the uv timer fires */
@@ -203,8 +207,9 @@ static void conn_free(gw_conn *c) {
     if (c->prev) c->prev->next = c->next;
     else srv->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    bool refused = c->refused;
     free(c);
-    server_conn_freed(srv);
+    server_conn_freed(srv, refused);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
@@ -394,6 +399,13 @@ static void request_finished(gw_conn *c, bool keep_alive) {
 void server_respond(gw_request *req, const gw_response *resp) {
     gw_conn *c = conn_of_request(req);
     if (!c->in_flight || c->closing || c->streaming) return;
+    char busy_body[RESPONSE_ERROR_BUF];
+    gw_response busy;
+    if (resp->body_len > BUDGET_FREE_BODY && !budget_allows(resp->body_len)) {
+        /* Were the client slow, all of it could wait in memory: not past the worker's budget. */
+        busy = response_error(503, "server busy", c->req.id, busy_body);
+        resp = &busy;
+    }
     bool keep_alive = answer_keeps_alive(c);
     conn_send(c, resp, keep_alive);
     request_finished(c, keep_alive);
@@ -492,6 +504,7 @@ void server_body_want(gw_request *req) {
 void server_body_stream(gw_request *req) {
     gw_conn *c = conn_of_request(req);
     c->rp.stream_body = true;
+    budget_release(&c->rp.body_charged); /* read in pieces, within BODY_HIGH: not the budget's */
     server_body_want(req);
 }
 
@@ -712,10 +725,12 @@ static const gw_transport_events conn_events = {
     .on_closed = on_transport_closed,
 };
 
-bool conn_accept(gw_server *srv) {
+bool conn_accept(gw_server *srv, bool refused) {
     gw_conn *c = calloc(1, sizeof *c);
     if (!c) return false;
     c->srv = srv;
+    c->refused = refused;
+    srv->nrefused += refused;
     tcp_init(&c->tcp, srv->loop, &conn_events, c, srv->read_slab, sizeof srv->read_slab);
     uv_timer_init(srv->loop, &c->timer);
     c->timer.data = c;
@@ -735,5 +750,26 @@ bool conn_accept(gw_server *srv) {
     c->head_deadline = now_ms(c) + srv->limits.header_timeout_ms; /* its first request, or out */
     conn_set_idle(c);
     conn_start_reading(c);
+    /* Answered before it asks: an HTTP client takes an answer that comes early, and lingering
+     * reads (and drops) its request so that the close cannot turn into a reset. */
+    if (refused) conn_fail(c, 503, "too many connections");
     return true;
+}
+
+/* The worker's memory budget ran short: a client whose queued output has not moved for
+ * STALLED_MS is not reading, and what it holds goes back. */
+void conn_cut_stalled(gw_server *srv) {
+    uint64_t now = uv_now(srv->loop);
+    for (gw_conn *c = srv->conns; c; c = c->next) {
+        size_t q = queued(c);
+        if (c->closing || q < STALLED_MIN) continue;
+        if (!c->queued_seen || q < c->queued_seen) { /* progress since last seen */
+            c->queued_seen = q;
+            c->send_progress = now;
+        } else if (now - c->send_progress >= STALLED_MS) {
+            log_info("%s: cut: %zu bytes queued and unread for %llu ms while max_buffered_size is reached",
+                     c->remote, q, (unsigned long long)(now - c->send_progress));
+            conn_close(c);
+        }
+    }
 }

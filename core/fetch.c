@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "budget.h"
 #include "fetch_internal.h"
 #include "log.h"
 
@@ -39,6 +40,7 @@ const char *fetch_error_name(int kind) {
     case FETCH_ERR_BAD_RESPONSE: return "bad response";
     case FETCH_ERR_NO_FDS: return "too many open files";
     case FETCH_ERR_BODY: return "request body failed";
+    case FETCH_ERR_BUSY: return "gateway busy";
     default: return "upstream error";
     }
 }
@@ -285,7 +287,8 @@ static void on_spare_timer_closed(uv_handle_t *h) {
     buf_free(&t->target);
     buf_free(&t->lines);
     buf_free(&t->req_body);
-    buf_free(&t->answer);
+    buf_free(&t->answer.data);
+    budget_release(&t->answer.charged);
     free(t);
     fetch_handle_closed(f);
 }
@@ -305,7 +308,8 @@ static void transfer_put(gw_transfer *t) {
     buf_reset(&keep.target, KEEP_BUF);
     buf_reset(&keep.lines, KEEP_BUF);
     buf_reset(&keep.req_body, KEEP_BUF);
-    buf_reset(&keep.answer, KEEP_BUF);
+    buf_reset(&keep.answer.data, KEEP_BUF);
+    budget_release(&keep.answer.charged); /* kept memory is the worker's own, up to KEEP_BUF */
     *t = keep;
     t->timer.data = t;
     if (f->closing || f->nspare >= MAX_SPARE_TRANSFERS) {
@@ -477,7 +481,7 @@ static int transfer_prepare(gw_transfer *t, const gw_fetch_request *r) {
     size_t mlen = strlen(m);
     t->method = mlen < sizeof t->method_buf ? memcpy(t->method_buf, m, mlen + 1) : strdup(m);
     if (!t->method) return UV_ENOMEM;
-    t->target.len = t->lines.len = t->answer.len = t->req_body.len = 0;
+    t->target.len = t->lines.len = t->answer.data.len = t->req_body.len = 0;
     const char *target = r->target;
     bool native = u->backend == t->f->native;
     int bad = 0;
@@ -620,20 +624,28 @@ bool fetch_head(gw_transfer *t, const gw_fetch_head *head) {
     return emit_end(t);
 }
 
+int fetch_answer_room(gw_transfer *t, size_t len) {
+    gw_fetch_body *a = &t->answer;
+    if (a->data.len + len > t->up->max_body) return FETCH_ERR_TOO_LARGE;
+    if (!budget_cover(&a->charged, a->data.len + len)) return FETCH_ERR_BUSY;
+    return buf_reserve(&a->data, len) ? FETCH_ERR_INTERNAL : 0;
+}
+
 bool fetch_body(gw_transfer *t, const char *data, size_t len, bool *pause) {
     *pause = false;
     if (!t->stream) {
-        if (t->answer.len + len > t->up->max_body) {
+        int kind = fetch_answer_room(t, len);
+        if (kind) {
             char detail[96];
-            snprintf(detail, sizeof detail, "over max_response_body (%zu bytes) from %s", t->up->max_body,
-                     upstream_label(t));
-            transfer_abort(t, FETCH_ERR_TOO_LARGE, detail);
+            if (kind == FETCH_ERR_TOO_LARGE)
+                snprintf(detail, sizeof detail, "over max_response_body (%zu bytes) from %s", t->up->max_body,
+                         upstream_label(t));
+            else
+                snprintf(detail, sizeof detail, "%s", kind == FETCH_ERR_BUSY ? "over max_buffered_size" : "out of memory");
+            transfer_abort(t, kind, detail);
             return false;
         }
-        if (buf_append(&t->answer, data, len)) {
-            transfer_abort(t, FETCH_ERR_INTERNAL, "out of memory");
-            return false;
-        }
+        buf_append(&t->answer.data, data, len); /* room is made */
         return true;
     }
     emit_begin(t);
@@ -648,7 +660,7 @@ void fetch_done(gw_transfer *t) {
     t->attempt = NULL;
     t->finished = true;
     emit_begin(t);
-    t->ev->on_end(t->data, t->stream ? NULL : (t->answer.data ? t->answer.data : ""), t->stream ? 0 : t->answer.len);
+    t->ev->on_end(t->data, t->stream ? NULL : &t->answer);
     t->cancelled = true;
     emit_end(t);
 }

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "buf.h"
+
 typedef struct gw_fetch gw_fetch;       /* one per loop: pools, DNS cache, both backends */
 typedef struct gw_upstream gw_upstream; /* an upstream's settings, prepared once */
 typedef struct gw_transfer gw_transfer; /* one call */
@@ -34,6 +36,7 @@ enum gw_fetch_error_kind {
     FETCH_ERR_BAD_RESPONSE, /* "bad response": not valid HTTP/1.x, or a status outside 100-599 */
     FETCH_ERR_NO_FDS,      /* "too many open files": the gateway ran out of descriptors */
     FETCH_ERR_BODY,        /* "request body failed": the body being sent could not be read */
+    FETCH_ERR_BUSY,        /* "gateway busy": a buffered answer over the worker's max_buffered_size */
     FETCH_ERR_INTERNAL,    /* "upstream error": out of memory, a backend failure */
 };
 
@@ -109,13 +112,20 @@ typedef struct gw_fetch_head {
     bool no_body;           /* none follows, whatever the head says: HEAD, 204, 304 */
 } gw_fetch_head;
 
+/* A buffered answer's body, and the part of the worker's budget it holds (budget.h). on_end's
+ * receiver may take both over (and later free the buffer and release the charge), or leave them. */
+typedef struct gw_fetch_body {
+    gw_buf data;
+    size_t charged;
+} gw_fetch_body;
+
 typedef struct gw_fetch_events {
     /* The final answer's head (1xx skipped). For a buffered call it comes just before on_end. */
     void (*on_head)(void *data, const gw_fetch_head *head);
     /* A piece of a streamed body; return true to pause reading after it (fetch_resume goes on). */
     bool (*on_body)(void *data, const char *chunk, size_t len);
     /* The answer is complete. body: the whole body for a buffered call, NULL for a stream. */
-    void (*on_end)(void *data, const char *body, size_t len);
+    void (*on_end)(void *data, gw_fetch_body *body);
     void (*on_error)(void *data, const gw_fetch_error *err);
 } gw_fetch_events;
 

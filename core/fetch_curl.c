@@ -11,6 +11,7 @@
  * facade's: libcurl gets none of its own. */
 #define _GNU_SOURCE /* memmem */
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ typedef struct curl_xfer {
     bool complete;    /* libcurl finished: report once pending is out */
     CURLcode result;
     bool paused_recv; /* libcurl holds the answer (CURL_WRITEFUNC_PAUSE) */
+    int fail_kind;    /* a failure the facade found in a callback (a buffered answer without room) */
     bool paused_send; /* the streamed body had nothing ready (CURL_READFUNC_PAUSE) */
     bool reader_paused; /* the caller asked to pause */
     bool keeps;       /* may put its connection back in the pool when it ends */
@@ -163,10 +165,11 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
 }
 
 static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
-    curl_backend *b = clientp;
+    curl_xfer *x = clientp;
     (void)purpose;
     curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
-    if (fd != CURL_SOCKET_BAD) fetch_count_connection(b->f);
+    if (fd != CURL_SOCKET_BAD) fetch_count_connection(x->b->f);
+    else if (errno == EMFILE || errno == ENFILE) x->fail_kind = FETCH_ERR_NO_FDS; /* not "refused" */
     return fd;
 }
 
@@ -227,11 +230,9 @@ static size_t on_body(char *ptr, size_t size, size_t n, void *userp) {
     x->got_bytes = true;
     fetch_progress(t);
     if (!t->stream) { /* buffered: straight into the facade's buffer, within its limit */
-        if (t->answer.len + len > t->up->max_body) {
-            x->result = CURLE_FILESIZE_EXCEEDED;
-            return 0;
-        }
-        return buf_append(&t->answer, ptr, len) ? 0 : len;
+        if ((x->fail_kind = fetch_answer_room(t, len))) return 0;
+        buf_append(&t->answer.data, ptr, len); /* room is made */
+        return len;
     }
     if (x->pending.len - x->pending_off >= STREAM_BUFFER || x->reader_paused) {
         x->paused_recv = true;
@@ -295,7 +296,7 @@ static void easy_defaults(curl_backend *b, curl_xfer *x) {
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, b);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, b);
     curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
@@ -346,6 +347,7 @@ static void xfer_put(curl_backend *b, curl_xfer *x) {
     x->head_done = x->head_told = x->complete = x->paused_recv = x->paused_send = false;
     x->reader_paused = x->got_bytes = false;
     x->result = CURLE_OK;
+    x->fail_kind = 0;
     if (b->nspare >= MAX_SPARE_EASY || b->closing) {
         xfer_destroy(x);
         return;
@@ -538,6 +540,7 @@ static void head_of(const curl_xfer *x, gw_fetch_head *h) {
 }
 
 static int error_kind(CURLcode code, const curl_xfer *x) {
+    if (x->fail_kind) return x->fail_kind; /* found by the facade, inside a callback */
     switch (code) {
     case CURLE_OPERATION_TIMEDOUT: return FETCH_ERR_TIMEOUT;
     case CURLE_COULDNT_CONNECT: return FETCH_ERR_REFUSED;
@@ -593,7 +596,14 @@ static void finish(curl_backend *b, curl_xfer *x) {
         fetch_done(t);
     } else {
         char detail[CURL_ERROR_SIZE + 32];
-        snprintf(detail, sizeof detail, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
+        if (x->fail_kind == FETCH_ERR_TOO_LARGE)
+            snprintf(detail, sizeof detail, "over max_response_body (%zu bytes)", t->up->max_body);
+        else if (x->fail_kind == FETCH_ERR_BUSY)
+            snprintf(detail, sizeof detail, "over max_buffered_size");
+        else if (x->fail_kind == FETCH_ERR_NO_FDS)
+            snprintf(detail, sizeof detail, "no descriptor left for a connection");
+        else
+            snprintf(detail, sizeof detail, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
         fetch_failed(t, error_kind(code, x), detail, connects == 0, !x->got_bytes);
     }
     xfer_put(b, x);

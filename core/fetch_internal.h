@@ -106,7 +106,7 @@ struct gw_transfer {
     bool paused;
     int in_event;   /* inside a caller's event: a cancel then waits until it returns */
     bool cancelled;
-    gw_buf answer;  /* a buffered answer's body */
+    gw_fetch_body answer; /* a buffered answer's body */
     gw_fetch_error pending; /* PHASE_FAILED: what to report */
     bool pending_reused, pending_before_response;
 };
@@ -121,6 +121,9 @@ void fetch_sent(gw_transfer *t);
 void fetch_progress(gw_transfer *t);
 /* The final head. Checked here (status 100-599, no unsolicited 101). false: the transfer ended. */
 bool fetch_head(gw_transfer *t, const gw_fetch_head *head);
+/* Room for len more bytes of a buffered answer: 0, or the kind to fail with (too large for the
+ * upstream's max_response_body, or for the worker's budget). */
+int fetch_answer_room(gw_transfer *t, size_t len);
 /* A piece of the body. false: the transfer ended. *pause: stop reading after this read. */
 bool fetch_body(gw_transfer *t, const char *data, size_t len, bool *pause);
 /* The answer is complete. The backend has let go of the transfer before calling. */

@@ -94,3 +94,17 @@ void log_msg(int level, const char *fmt, ...) {
     do w = write(fd, line, n);
     while (w < 0 && errno == EINTR);
 }
+
+bool log_rate_pass(gw_log_rate *r, unsigned *suppressed) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (now < r->next) {
+        r->suppressed++;
+        return false;
+    }
+    r->next = now + 1000;
+    *suppressed = r->suppressed;
+    r->suppressed = 0;
+    return true;
+}

@@ -2,6 +2,10 @@
 #ifndef LUAGATE_LOG_H
 #define LUAGATE_LOG_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
 enum gw_log_level { GW_LOG_ERROR, GW_LOG_WARN, GW_LOG_INFO, GW_LOG_DEBUG };
 
 /* Set at start-up from the config; returns -1 for an unknown name. */
@@ -18,6 +22,26 @@ int log_reopen(void);
 int log_on_reopen(int (*hook)(void));
 int log_enabled(int level);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* At most one line a second for one kind of event (a flood of refused connections must not become
+ * a flood of lines): a static gw_log_rate per call site, see log_limited. */
+typedef struct gw_log_rate {
+    uint64_t next; /* monotonic ms before which lines are counted, not written */
+    unsigned suppressed;
+} gw_log_rate;
+/* true: write the line now; *suppressed says how many were left out since the last one. */
+bool log_rate_pass(gw_log_rate *r, unsigned *suppressed);
+
+#define log_limited(level, fmt, ...)                                                              \
+    do {                                                                                          \
+        static gw_log_rate rate_;                                                                 \
+        unsigned skipped_;                                                                        \
+        if (log_rate_pass(&rate_, &skipped_)) {                                                   \
+            char more_[64] = "";                                                                  \
+            if (skipped_) snprintf(more_, sizeof more_, " (and %u more like it, not logged)", skipped_); \
+            log_msg(level, fmt "%s", __VA_ARGS__, more_);                                         \
+        }                                                                                         \
+    } while (0)
 
 #define log_error(...) log_msg(GW_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(GW_LOG_WARN, __VA_ARGS__)

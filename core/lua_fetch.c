@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "budget.h"
 #include "log.h"
 #include "runtime_internal.h"
 
@@ -141,7 +142,7 @@ typedef struct fetch_op {
     gw_buf head;    /* the header block */
     size_t ctype_off, ctype_len;
     bool has_ctype;
-    gw_buf body;    /* a buffered answer, taken from the transfer */
+    gw_fetch_body body; /* a buffered answer, taken over from the transfer */
 } fetch_op;
 
 /* The head, kept in into (the op's for a buffered call, the stream's for a streamed one). */
@@ -175,10 +176,11 @@ static bool buffered_on_body(void *data, const char *chunk, size_t len) {
     return false;
 }
 
-static void buffered_on_end(void *data, const char *body, size_t len) {
+static void buffered_on_end(void *data, gw_fetch_body *body) {
     fetch_op *f = data;
     f->xfer = NULL;
-    if (buf_append(&f->body, body, len)) f->error = strdup("upstream error: out of memory");
+    f->body = *body; /* no copy: an answer may be tens of megabytes */
+    *body = (gw_fetch_body){0};
     op_complete(&f->op);
 }
 
@@ -201,7 +203,11 @@ static int fetch_deliver(gw_op *op, lua_State *co) {
     }
     lua_pushinteger(co, f->status);
     if (f->stream) lua_pushinteger(co, f->stream->id);
-    else lua_pushlstring(co, f->body.data ? f->body.data : "", f->body.len);
+    else {
+        lua_pushlstring(co, f->body.data.data ? f->body.data.data : "", f->body.data.len);
+        buf_free(&f->body.data); /* Lua has its copy */
+        budget_release(&f->body.charged);
+    }
     const gw_buf *head = f->stream ? &f->stream->head : &f->head; /* the stream outlives the op */
     lua_pushlstring(co, head->data ? head->data : "", head->len);
     if (f->has_ctype) lua_pushlstring(co, head->data + f->ctype_off, f->ctype_len);
@@ -222,7 +228,8 @@ static void fetch_op_release(gw_op *op) {
     if (f->stream) f->stream->head_op = NULL;
     free(f->error);
     buf_free(&f->head);
-    buf_free(&f->body);
+    buf_free(&f->body.data);
+    budget_release(&f->body.charged);
     op_free(op);
 }
 
@@ -268,8 +275,8 @@ static bool stream_on_body(void *data, const char *chunk, size_t len) {
     return s->paused;
 }
 
-static void stream_on_end(void *data, const char *body, size_t len) {
-    (void)body, (void)len;
+static void stream_on_end(void *data, gw_fetch_body *body) {
+    (void)body;
     upstream_stream *s = data;
     s->xfer = NULL;
     s->ended = true;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "budget.h"
 #include "log.h"
 #include "path.h"
 
@@ -112,12 +113,16 @@ static int on_headers_complete(llhttp_t *p) {
      * the app chooses to stream it, to refuse it (413) or to take it whole within max_body_size.
      * That is one read at most: the app chooses as the request is handed over. */
     rp->undecided = body && (rp->over_limit || (p->flags & F_CHUNKED));
+    /* A body to be taken whole is charged to the worker's budget as soon as its size is known:
+     * when it does not fit, the client hears 503 before it sends it. */
+    if (body && !rp->undecided && !budget_cover(&rp->body_charged, (size_t)rp->content_length)) return fail(rp, 503);
     return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
     request_parser *rp = parser_of(p);
     if (!rp->stream_body && !rp->undecided && rp->body.len + len > rp->limits->max_body_size) return fail(rp, 413);
+    if (!rp->stream_body && !budget_cover(&rp->body_charged, rp->body.len + len)) return fail(rp, 503);
     if (buf_append(&rp->body, at, len)) return fail(rp, 500);
     return 0;
 }
@@ -152,6 +157,7 @@ void request_parser_free(request_parser *rp) {
     buf_free(&rp->spans);
     buf_free(&rp->headers);
     buf_free(&rp->body);
+    budget_release(&rp->body_charged);
 }
 
 bool request_parser_body_too_large(const request_parser *rp) {
@@ -167,6 +173,7 @@ bool request_parser_expects_body(const request_parser *rp) {
 void request_parser_trim(request_parser *rp) {
     buf_reset(&rp->head, KEEP_BUF);
     buf_reset(&rp->body, KEEP_BUF);
+    budget_release(&rp->body_charged);
 }
 
 static enum parse_outcome failed(request_parser *rp, int status, const char *why) {
@@ -213,6 +220,7 @@ int request_parser_status(const request_parser *rp, const char **message) {
     case 431: *message = "request header fields too large"; break;
     case 500: *message = "out of memory"; break;
     case 501: *message = "transfer coding not implemented"; break;
+    case 503: *message = "server busy"; break;
     default: *message = "bad request";
     }
     return rp->error_status ? rp->error_status : 400;

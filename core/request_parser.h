@@ -35,6 +35,7 @@ typedef struct request_parser {
     int64_t content_length; /* as the head said it; -1 for chunked */
     bool stream_body; /* the body is read in pieces: no max_body_size, consumed from body_off */
     size_t body_off;
+    size_t body_charged; /* of the worker's budget, for the body taken whole (budget.h) */
     bool upgrade;     /* the request asked for Upgrade or CONNECT: nothing after it is HTTP */
     const gw_limits *limits;
     const request_parser_events *ev;
@@ -53,7 +54,7 @@ void request_parser_init(request_parser *p, const gw_limits *limits, const reque
 void request_parser_free(request_parser *p);
 /* Feed bytes; *used: how many were taken (up to the end of a complete request). */
 enum parse_outcome request_parser_execute(request_parser *p, const char *data, size_t len, size_t *used);
-/* After PARSE_FAILED: the status to answer (400, 413, 431, 500, 501) and a short reason. */
+/* After PARSE_FAILED: the status to answer (400, 413, 431, 500, 501, 503) and a short reason. */
 int request_parser_status(const request_parser *p, const char **message);
 /* After PARSE_REQUEST, or once head_done for a body still arriving: fill req (pointers into the
  * parser's buffers, valid until the next request begins). id_out (65 bytes) gets the client's

@@ -10,29 +10,59 @@
 #include "log.h"
 #include "server_internal.h"
 
+#define MAX_REFUSED 32 /* connections at once being answered 503 past max_connections */
+
 static void on_reject_closed(uv_handle_t *h);
+
+/* Take the client libuv has accepted: as a connection, or answered 503 past max_connections, or
+ * closed when there is no memory for it. When none of these can be done now it stays in the
+ * listener, and libuv stops watching the listener until we take it (server_accept_resume): the
+ * kernel's queue holds the next clients, and another worker of the same socket takes them. */
+static void server_accept(gw_server *srv) {
+    size_t max = srv->limits.max_connections;
+    bool refused = max && srv->nconns - srv->nrefused >= max;
+    if (refused && srv->nrefused >= MAX_REFUSED) {
+        srv->accept_paused = true;
+        return;
+    }
+    if (conn_accept(srv, refused)) {
+        if (refused) log_limited(GW_LOG_WARN, "max_connections (%zu) reached: answering new clients 503", max);
+        return;
+    }
+    log_limited(GW_LOG_ERROR, "accept: out of memory; closing a new connection%s", "");
+    if (srv->reject_busy) {
+        srv->accept_paused = true;
+        return;
+    }
+    uv_tcp_init(srv->loop, &srv->reject);
+    srv->reject.data = srv;
+    srv->reject_busy = true;
+    uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&srv->reject);
+    uv_close((uv_handle_t *)&srv->reject, on_reject_closed);
+}
+
+/* Room again (a connection or the reject handle let go): take the client left waiting. */
+static void server_accept_resume(gw_server *srv) {
+    if (!srv->accept_paused || srv->draining) return;
+    srv->accept_paused = false;
+    server_accept(srv);
+}
 
 static void on_connection(uv_stream_t *l, int status) {
     gw_server *srv = l->data;
     if (status < 0) {
-        /* EMFILE and friends: say so, and keep serving the connections we have. */
-        log_error("accept: %s", uv_strerror(status));
+        /* EMFILE or ENFILE: libuv has taken the waiting clients and closed them (its spare
+         * descriptor trick) and keeps watching the listener. Say so, not once per client. */
+        log_limited(GW_LOG_ERROR, "accept: %s: clients are being closed unanswered; raise max_open_files "
+                    "or lower max_connections", uv_strerror(status));
         return;
     }
-    if (conn_accept(srv)) return;
-    /* Out of memory: the client must still be taken off the listen queue, or libuv stops
-     * watching the listener for good. */
-    log_error("accept: out of memory; closing the new connection");
-    if (srv->reject_busy) return;
-    uv_tcp_init(srv->loop, &srv->reject);
-    srv->reject.data = srv;
-    srv->reject_busy = true;
-    uv_accept(l, (uv_stream_t *)&srv->reject);
-    uv_close((uv_handle_t *)&srv->reject, on_reject_closed);
+    server_accept(srv);
 }
 
 static void on_ready_closed(gw_ready *r) {
     gw_server *srv = (gw_server *)((char *)r - offsetof(gw_server, ready));
+    budget_unwatch(&srv->budget_watch);
     if (srv->on_closed) srv->on_closed(srv->on_closed_arg);
     free(srv);
 }
@@ -40,12 +70,14 @@ static void on_ready_closed(gw_ready *r) {
 static void server_maybe_done(gw_server *srv) {
     if (!srv->draining || !srv->listener_closed || srv->nconns > 0 || srv->reject_busy || srv->ready_closing) return;
     srv->ready_closing = true;
+    ready_cancel(&srv->ready, &srv->cut_stalled);
     ready_close(&srv->ready, on_ready_closed);
 }
 
 static void on_reject_closed(uv_handle_t *h) {
     gw_server *srv = h->data;
     srv->reject_busy = false;
+    server_accept_resume(srv);
     server_maybe_done(srv);
 }
 
@@ -55,8 +87,10 @@ static void on_listener_closed(uv_handle_t *h) {
     server_maybe_done(srv);
 }
 
-void server_conn_freed(gw_server *srv) {
+void server_conn_freed(gw_server *srv, bool refused) {
     srv->nconns--;
+    if (refused) srv->nrefused--;
+    server_accept_resume(srv);
     server_maybe_done(srv);
 }
 
@@ -100,6 +134,16 @@ int server_listen_socket(const char *host, int *port, int backlog, int *fd_out) 
     return 0;
 }
 
+static void on_cut_stalled(gw_ready_item *it) {
+    conn_cut_stalled((gw_server *)((char *)it - offsetof(gw_server, cut_stalled)));
+}
+
+/* From inside whatever call ran short: the cut is done from the loop. */
+static void on_budget_short(gw_budget_watch *w) {
+    gw_server *srv = (gw_server *)((char *)w - offsetof(gw_server, budget_watch));
+    if (!srv->ready_closing) ready_push(&srv->ready, &srv->cut_stalled, on_cut_stalled);
+}
+
 static gw_server *server_new(uv_loop_t *loop, const gw_limits *limits, const gw_app *app) {
     gw_server *srv = calloc(1, sizeof *srv);
     if (!srv) return NULL;
@@ -107,6 +151,8 @@ static gw_server *server_new(uv_loop_t *loop, const gw_limits *limits, const gw_
     srv->limits = *limits;
     srv->app = *app;
     ready_init(&srv->ready, loop);
+    srv->budget_watch.on_short = on_budget_short;
+    budget_watch(&srv->budget_watch);
     uv_random(NULL, NULL, &srv->id_prefix, sizeof srv->id_prefix, 0, NULL);
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;

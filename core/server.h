@@ -50,6 +50,7 @@ typedef struct gw_limits {
     uint64_t body_timeout_ms;    /* a buffered body, whole; 0: none */
     uint64_t handler_timeout_ms; /* for the app to begin its answer; 0: none */
     int backlog;
+    size_t max_connections; /* open client connections; past it, a 503 and close. 0: no limit */
 } gw_limits;
 
 typedef struct gw_app {

@@ -3,11 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "transport.h"
 
 typedef struct write_req {
     uv_write_t req;
     gw_tcp *t;
+    size_t len; /* held of the worker's budget (budget.h) until it is sent */
     char data[];
 } write_req;
 
@@ -39,6 +41,7 @@ static void tcp_read_stop(gw_transport *tr) {
 
 static void on_write_done(uv_write_t *w, int status) {
     gw_tcp *t = ((write_req *)w)->t;
+    budget_give(((write_req *)w)->len);
     free(w);
     if (uv_is_closing((uv_handle_t *)&t->handle)) return;
     t->base.ev->on_write_done(&t->base, status);
@@ -67,8 +70,15 @@ static int tcp_write(gw_transport *tr, const uv_buf_t *bufs, unsigned n) {
     }
     uv_buf_t rest = uv_buf_init(w->data, (unsigned)len);
     r = uv_write(&w->req, s, &rest, 1, on_write_done);
-    if (r < 0) free(w);
-    return r;
+    if (r < 0) {
+        free(w);
+        return r;
+    }
+    /* Queued output counts against the budget, always: what does not fit was refused before it
+     * was written (conn.c), and a stream's pieces are bounded by its own high-water mark. */
+    w->len = len;
+    budget_add(len);
+    return 0;
 }
 
 static size_t tcp_queued(const gw_transport *tr) {

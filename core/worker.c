@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "config.h"
 #include "fds.h"
 #include "log.h"
@@ -17,6 +19,33 @@
 #include "shm.h"
 
 typedef struct worker worker;
+
+#define FD_RESERVE 64 /* descriptors kept for logs, DNS, redis and the clients refused with 503 */
+
+/* max_open_files (the soft limit, up to the hard one), and max_connections within it: each client
+ * may need an upstream connection too. Past max_connections a client gets a 503; past the
+ * descriptors, it would be closed unanswered. */
+static void apply_bounds(gw_config *cfg) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    if (cfg->max_open_files > 0) {
+        rlim_t want = (rlim_t)cfg->max_open_files;
+        if (want > rl.rlim_max) {
+            struct rlimit more = {want, want};
+            if (setrlimit(RLIMIT_NOFILE, &more) == 0) rl = more; /* allowed when privileged */
+            else log_info("max_open_files %ld: the hard limit is %llu", cfg->max_open_files, (unsigned long long)rl.rlim_max);
+        }
+        rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    size_t room = rl.rlim_cur > 2 * FD_RESERVE ? (size_t)(rl.rlim_cur - FD_RESERVE) / 2 : FD_RESERVE;
+    if (cfg->limits.max_connections > room) {
+        log_info("max_connections %zu is more than %llu open files allow: %zu", cfg->limits.max_connections,
+                 (unsigned long long)rl.rlim_cur, room);
+        cfg->limits.max_connections = room;
+    }
+    budget_set_limit(cfg->max_buffered_size);
+}
 
 /* One listening socket's server; srv is NULL once it has closed. */
 typedef struct served {
@@ -186,6 +215,7 @@ int worker_run(const worker_options *o) {
     if (r < 0) log_error("error_log %s: %s; logging to stderr", w.cfg.error_log, uv_strerror(r));
     runtime_set_upstream_keepalive(w.rt, w.cfg.upstream_keepalive);
     runtime_set_worker_id(w.rt, o->id);
+    apply_bounds(&w.cfg);
     int routes;
     if (boot(L, &routes)) return fail(&w, lua_tostring(L, -1));
     gw_app app;

@@ -257,14 +257,19 @@ function M.redirect(url, status)
   return status or 302, "", { location = url }
 end
 
---- The answer to give when fetch failed: 504 for a timeout, 502 for anything else. The body says
---- the kind of failure and the request id, never the upstream's address or the client library's
---- text (those are in err, for the log).
+-- Failures of the gateway's own resources, not the upstream's: the client may try again soon.
+local BUSY_KINDS = { ["gateway busy"] = true, ["too many open files"] = true }
+
+--- The answer to give when fetch failed: 504 for a timeout, 503 when the gateway itself ran short
+--- (memory budget, descriptors), 502 for anything else. The body says the kind of failure and the
+--- request id, never the upstream's address or the client library's text (those are in err, for
+--- the log).
 function M.upstream_error(err)
   local kind = tostring(err):match("^([%w ]+):") or "upstream error"
-  local status = kind == "timeout" and 504 or 502
-  return status, { error = status == 504 and "upstream timed out" or "bad gateway", kind = kind,
-                   request_id = core.request_id() }
+  local status, error = 502, "bad gateway"
+  if kind == "timeout" then status, error = 504, "upstream timed out"
+  elseif BUSY_KINDS[kind] then status, error = 503, "gateway busy" end
+  return status, { error = error, kind = kind, request_id = core.request_id() }
 end
 
 ---------------------------------------------------------------------------------------------------

@@ -192,3 +192,22 @@ describe("mock_fetch", function()
     assert.equal(502, testing.get("/v1/proxy?path=/other").status)
   end)
 end)
+
+describe("gw.upstream_error", function()
+  it("answers by the kind of failure, and never names the upstream", function()
+    local cases = {
+      ["timeout: 10.1.2.3:8080 sent no answer within 2 s"] = { 504, "upstream timed out" },
+      ["gateway busy: over max_buffered_size"] = { 503, "gateway busy" },
+      ["too many open files: connect to 10.1.2.3:8080"] = { 503, "gateway busy" },
+      ["connection refused: 10.1.2.3:8080"] = { 502, "bad gateway" },
+      ["bad response: status 700 from 10.1.2.3:8080"] = { 502, "bad gateway" },
+    }
+    for err, want in pairs(cases) do
+      local status, body = gw.upstream_error(err)
+      assert.equal(want[1], status, err)
+      assert.equal(want[2], body.error, err)
+      assert.equal(err:match("^[^:]+"), body.kind)
+      for _, v in pairs(body) do assert.not_matches("10.1.2.3", tostring(v), 1, true) end
+    end
+  end)
+end)

@@ -402,6 +402,34 @@ def rss_kb(pid):
     return 0
 
 
+def child_pids(pid):
+    """A process's live children, from /proc (a gateway's master: its workers)."""
+    out = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            out.add(int(name))
+    return out
+
+
+def tree_rss_kb(pid):
+    """Resident memory of a process and its children (a master and its workers, which serve the
+    requests: the master's own RSS alone would say nothing of them), kB."""
+    total = 0
+    for p in {pid} | child_pids(pid):
+        try:
+            total += rss_kb(p)
+        except OSError:  # exited meanwhile
+            pass
+    return total
+
+
 # --------------------------------------------------------------------------------------------
 # A misbehaving upstream
 
@@ -681,6 +709,10 @@ class Gateway:
                 pass
         return out
 
+    def rss_kb(self):
+        """The master's and its workers' resident memory, kB."""
+        return tree_rss_kb(self.proc.pid)
+
     def pid_path(self):
         return os.path.join(self.dir, self.settings.get("pid", "luagate.pid"))
 
@@ -732,6 +764,17 @@ class Gateway:
             return r.status, r.headers, r.read()
         finally:
             conn.close()
+
+    def server_side_established(self, client_port):
+        """Is the gateway's end of the connection from client_port still ESTABLISHED (not closed
+        by the gateway)? From /proc/net/tcp: local gateway port, remote client port."""
+        want = (":%04X" % self.port, ":%04X" % client_port)
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                local, remote, state = line.split()[1:4]
+                if local.endswith(want[0]) and remote.endswith(want[1]):
+                    return state == "01"
+        return False
 
     def url(self, path):
         host = "[%s]" % self.host if ":" in self.host else self.host

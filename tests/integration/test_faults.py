@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import request_bytes, rss_kb  # noqa: E402
+from harness import request_bytes  # noqa: E402
 
 MB = 1024
 
@@ -51,7 +51,7 @@ class FaultCase(unittest.TestCase):
             raise
 
     def setUp(self):
-        self.rss_before = rss_kb(self.gw.proc.pid)
+        self.rss_before = self.gw.rss_kb()
 
     @classmethod
     def tearDownClass(cls):
@@ -70,7 +70,7 @@ class FaultCase(unittest.TestCase):
         """A normal request succeeds, and the test grew memory by less than a margin (RSS
         seldom shrinks after a peak: each test is measured from its own start)."""
         self.assertEqual(self.gw.request("GET", "/hello", timeout=5)[0], 200)
-        grown = (rss_kb(self.gw.proc.pid) - self.rss_before) / MB
+        grown = (self.gw.rss_kb() - self.rss_before) / MB
         self.assertLess(grown, rss_margin_mb, "RSS grew by %.0f MiB" % grown)
 
 
@@ -155,7 +155,7 @@ class UpstreamFaultsTest(FaultCase):
                 socks.append(s)
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline:
-                peak = max(peak, rss_kb(self.gw.proc.pid))
+                peak = max(peak, self.gw.rss_kb())
                 time.sleep(0.05)
         finally:
             for s in socks:
@@ -168,17 +168,6 @@ class UpstreamFaultsTest(FaultCase):
 class ClientFaultsTest(FaultCase):
     SETTINGS = {"read_timeout": 1, "keepalive_timeout": 5, "header_timeout": 2, "body_timeout": 2}
 
-    def server_side_established(self, client_port):
-        """Is the gateway's end of the connection from client_port still ESTABLISHED (not closed
-        by the gateway)? From /proc/net/tcp: local gateway port, remote client port."""
-        want = (":%04X" % self.gw.port, ":%04X" % client_port)
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                local, remote, state = line.split()[1:4]
-                if local.endswith(want[0]) and remote.endswith(want[1]):
-                    return state == "01"
-        return False
-
     def test_client_never_reading_is_cut_with_bounded_memory(self):
         s = socket.create_connection((self.gw.host, self.gw.port))
         client_port = s.getsockname()[1]
@@ -187,10 +176,10 @@ class ClientFaultsTest(FaultCase):
         s.sendall(request_bytes("GET", "/t/big") * 20)
         try:
             time.sleep(0.5)
-            grown = (rss_kb(self.gw.proc.pid) - self.rss_before) / MB
+            grown = (self.gw.rss_kb() - self.rss_before) / MB
             # No progress for longer than read_timeout (1 s): the gateway closes its side, while
             # this client still holds its own open and reads nothing.
-            harness.wait_until(lambda: not self.server_side_established(client_port), 4, 0.05,
+            harness.wait_until(lambda: not self.gw.server_side_established(client_port), 4, 0.05,
                                "the gateway to close the connection")
             self.assertGreater(time.monotonic() - t0, 0.8, "not before read_timeout")
         finally:

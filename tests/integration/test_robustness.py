@@ -37,14 +37,6 @@ gw.get("/t/huge", function() return 200, huge end)
 '''
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 @harness.require_binary
 class RobustnessTest(harness.GatewayTestCase):
     GATEWAY_ARGS = {"extra_routes": {"zz_test.lua": TEST_ROUTES}, "settings": {"read_timeout": 5}}
@@ -116,7 +108,7 @@ class RobustnessTest(harness.GatewayTestCase):
 
     def test_client_that_does_not_read_cannot_make_the_server_buffer_without_end(self):
         # 300 pipelined requests for 1 MiB each: 300 MiB if every answer were queued.
-        base = rss_kb(self.gw.proc.pid)
+        base = self.gw.rss_kb()
         s = socket.create_connection((self.gw.host, self.gw.port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.setblocking(False)
@@ -129,7 +121,7 @@ class RobustnessTest(harness.GatewayTestCase):
             except BlockingIOError:
                 time.sleep(0.01)
         time.sleep(0.5)
-        grown_mb = (rss_kb(self.gw.proc.pid) - base) / 1024
+        grown_mb = (self.gw.rss_kb() - base) / 1024
         s.close()
         self.assertLess(grown_mb, 40, "server RSS grew by %.0f MiB for a client that reads nothing" % grown_mb)
         self.assertEqual(self.gw.request("GET", "/hello")[0], 200)

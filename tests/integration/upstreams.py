@@ -245,20 +245,13 @@ class UpstreamConn:
             pass
 
 
-def rss_kb(pid, field="VmRSS"):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 class RssSampler:
-    """Samples a process's RSS every 20 ms in a thread; .peak_kb and .start_kb once stopped."""
+    """Samples the RSS of a process and its children (a gateway's master and workers) every 20 ms
+    in a thread; .peak_kb and .start_kb once stopped."""
 
     def __init__(self, pid):
         self.pid = pid
-        self.start_kb = rss_kb(pid)
+        self.start_kb = harness.tree_rss_kb(pid)
         self.peak_kb = self.start_kb
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -267,7 +260,7 @@ class RssSampler:
     def _run(self):
         while self.running:
             try:
-                self.peak_kb = max(self.peak_kb, rss_kb(self.pid))
+                self.peak_kb = max(self.peak_kb, harness.tree_rss_kb(self.pid))
             except OSError:
                 return
             time.sleep(0.02)
