@@ -27,12 +27,7 @@ static void on_begin(void *owner) {
     (void)owner;
 }
 
-static int on_expect_continue(void *owner) {
-    (void)owner;
-    return 0;
-}
-
-static const request_parser_events events = {on_begin, on_expect_continue};
+static const request_parser_events events = {on_begin};
 static const gw_limits limits = {.max_header_size = 2048, .max_body_size = 4096};
 
 static int hash_request(const gw_request *r) {
