@@ -9,6 +9,7 @@
 
 #include "budget.h"
 #include "fetch_internal.h"
+#include "http_headers.h"
 #include "log.h"
 
 #define MAX_SPARE_TRANSFERS 256
@@ -191,6 +192,7 @@ static void upstream_free(gw_upstream *u) {
     for (size_t i = 0; i < u->nlines; i++) free(u->lines[i]);
     free(u->lines);
     buf_free(&u->lines_block);
+    buf_free(&u->host_line);
     buf_free(&u->auth_line);
     free(u->scheme);
     free(u->host);
@@ -204,11 +206,76 @@ void fetch_upstream_release(gw_upstream *u) {
     if (u && --u->refs == 0) upstream_free(u);
 }
 
+/* ---- header lines ---- */
+
+enum { LINE_HOST = 1, LINE_FORWARDED = 2 };
+
+/* A line of an upstream or a call: -1 when it is never sent (hop-by-hop, or the framing, which is
+ * written from the body), else 0 or what it is (LINE_*). */
+static int line_kind(const char *line, size_t nlen) {
+    if (header_hop_by_hop(line, nlen)) return -1;
+    switch (nlen) {
+    case 4: return strncasecmp(line, "host", 4) == 0 ? LINE_HOST : 0;
+    case 14: return strncasecmp(line, "content-length", 14) == 0 ? -1 : 0;
+    case 15: return strncasecmp(line, "x-forwarded-for", 15) == 0 ? LINE_FORWARDED : 0;
+    case 16: return strncasecmp(line, "x-forwarded-host", 16) == 0 ? LINE_FORWARDED : 0;
+    case 17: return strncasecmp(line, "x-forwarded-proto", 17) == 0 ? LINE_FORWARDED : 0;
+    default: return 0;
+    }
+}
+
+/* Whether a Connection line among lines names the header of line. */
+static bool connection_names(const char *const *lines, size_t n, const char *line, size_t nlen) {
+    for (size_t i = 0; i < n; i++) {
+        const char *c = lines[i];
+        if (strncasecmp(c, "connection:", 11) == 0 && header_list_has(c + 11, strlen(c + 11), line, nlen)) return true;
+    }
+    return false;
+}
+
+/* Append the lines that are sent, "Name: value\r\n" each: not those never sent, nor those of a
+ * kind in `drop`; *given gets the kinds of those sent. 0, UV_EINVAL (a line that is not
+ * "Name: value", or holds CR or LF) or UV_ENOMEM. */
+static int append_lines(gw_buf *out, const char *const *lines, size_t n, int drop, int *given) {
+    bool connection = false;
+    for (size_t i = 0; i < n && !connection; i++) connection = strncasecmp(lines[i], "connection:", 11) == 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *line = lines[i];
+        size_t nlen = header_line_name(line);
+        if (nlen == 0 || strpbrk(line, "\r\n")) return UV_EINVAL;
+        int kind = line_kind(line, nlen);
+        if (kind < 0 || (kind & drop) || (connection && connection_names(lines, n, line, nlen))) continue;
+        *given |= kind;
+        if (buf_append_str(out, line) || buf_append(out, "\r\n", 2)) return UV_ENOMEM;
+    }
+    return 0;
+}
+
+/* X-Forwarded-For, -Proto and -Host, as nginx's $proxy_add_x_forwarded_for and Kong's: the
+ * client's address appended to what a trusted proxy said. They replace any a line gave: a route
+ * that passes a client's headers on must not pass its claims on unchecked. */
+static int append_forwarded(gw_buf *out, const gw_forwarded *fw) {
+    int bad = buf_append_str(out, "X-Forwarded-For: ");
+    if (fw->prior) bad |= buf_append(out, fw->prior, fw->prior_len) || buf_append(out, ", ", 2);
+    bad |= buf_append(out, fw->client, fw->client_len) || buf_append(out, "\r\nX-Forwarded-Proto: ", 21) ||
+           buf_append(out, fw->proto, fw->proto_len) || buf_append(out, "\r\n", 2);
+    if (fw->host)
+        bad |= buf_append_str(out, "X-Forwarded-Host: ") || buf_append(out, fw->host, fw->host_len) ||
+               buf_append(out, "\r\n", 2);
+    return bad ? UV_ENOMEM : 0;
+}
+
 /* The lines sent with every call, as one block (native) and as strings (libcurl). */
 static int upstream_lines(gw_upstream *u, const gw_upstream_config *c) {
+    int given = 0, drop = LINE_HOST | (c->forwarded ? LINE_FORWARDED : 0);
+    if (append_lines(&u->lines_block, c->header_lines, c->nheader_lines, drop, &given)) return -1;
+    /* Its Host goes with each call that gives none of its own: never two. */
     for (size_t i = 0; i < c->nheader_lines; i++) {
-        if (strpbrk(c->header_lines[i], "\r\n")) return -1;
-        if (buf_append_str(&u->lines_block, c->header_lines[i]) || buf_append(&u->lines_block, "\r\n", 2)) return -1;
+        const char *line = c->header_lines[i];
+        if (header_line_name(line) == 4 && strncasecmp(line, "host", 4) == 0) {
+            u->host_line.len = 0;
+            if (buf_append_str(&u->host_line, line) || buf_append(&u->host_line, "\r\n", 2)) return -1;
+        }
     }
     if (append_auth(&u->auth_line, c->userpwd, c->bearer)) return -1;
     const char *p = u->lines_block.data, *end = p + u->lines_block.len;
@@ -236,9 +303,10 @@ int fetch_upstream_new(gw_fetch *f, const gw_upstream_config *c, gw_upstream **o
     u->deadlines = c->deadlines;
     u->retries = c->retries;
     u->max_body = c->max_body;
+    u->forwarded = c->forwarded;
     int r = parse_url(u, c->url, err);
     if (r == 0 && upstream_lines(u, c)) {
-        *err = "invalid headers or auth: values may not hold CR or LF";
+        *err = "invalid headers or auth: lines are \"Name: value\", without CR or LF";
         r = UV_EINVAL;
     }
     if (r == 0) {
@@ -496,10 +564,13 @@ static int transfer_prepare(gw_transfer *t, const gw_fetch_request *r) {
     if (!bad) bad = buf_append_str(&t->target, target) || buf_append(&t->target, "", 1);
     if (bad) return UV_ENOMEM;
     t->target.len--; /* the NUL is there, not counted */
-    for (size_t i = 0; i < r->nheader_lines; i++) {
-        if (strpbrk(r->header_lines[i], "\r\n")) return UV_EINVAL;
-        if (buf_append_str(&t->lines, r->header_lines[i]) || buf_append(&t->lines, "\r\n", 2)) return UV_ENOMEM;
-    }
+    bool forwarded = r->forwarded && u->forwarded;
+    int given = 0, rc = append_lines(&t->lines, r->header_lines, r->nheader_lines, forwarded ? LINE_FORWARDED : 0, &given);
+    if (rc) return rc;
+    t->host_given = (given & LINE_HOST) || u->host_line.len;
+    if (!(given & LINE_HOST) && u->host_line.len && buf_append(&t->lines, u->host_line.data, u->host_line.len))
+        return UV_ENOMEM;
+    if (forwarded && append_forwarded(&t->lines, r->forwarded)) return UV_ENOMEM;
     if (r->request_id && *r->request_id &&
         (buf_append_str(&t->lines, "X-Request-Id: ") || buf_append_str(&t->lines, r->request_id) ||
          buf_append(&t->lines, "\r\n", 2)))
@@ -560,7 +631,7 @@ int fetch_start(gw_fetch *f, const gw_fetch_request *r, const gw_fetch_events *e
     t->retries_left = r->retries >= 0 ? r->retries : u->retries;
     int rc = transfer_prepare(t, r);
     if (rc < 0) {
-        *err = rc == UV_EINVAL ? "invalid request: a path starts with /, header values hold no CR or LF"
+        *err = rc == UV_EINVAL ? "invalid request: a path starts with /, header lines are \"Name: value\" without CR or LF"
                                : "out of memory";
         transfer_put(t);
         return rc;

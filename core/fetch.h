@@ -69,7 +69,20 @@ typedef struct gw_upstream_config {
     int retries;                      /* refused connections tried again (with backoff, within total) */
     int backend;                      /* FETCH_AUTO: native for http://, libcurl for the rest */
     size_t max_body;                  /* buffered answers over this fail with "response too large" */
+    bool forwarded;                   /* send X-Forwarded-For, -Proto and -Host (gw_forwarded) */
 } gw_upstream_config;
+
+/* What an upstream is told of the client a call is made for (X-Forwarded-For, -Proto, -Host). */
+typedef struct gw_forwarded {
+    const char *prior;  /* X-Forwarded-For as a trusted proxy sent it, to append to; or NULL */
+    size_t prior_len;
+    const char *client; /* the client's address */
+    size_t client_len;
+    const char *proto;  /* "http", or what a trusted proxy said */
+    size_t proto_len;
+    const char *host;   /* the request's Host, or what a trusted proxy said; or NULL */
+    size_t host_len;
+} gw_forwarded;
 
 /* A streamed request body: the transfer pulls bytes as the upstream takes them. */
 typedef struct gw_body_source gw_body_source;
@@ -87,7 +100,10 @@ typedef struct gw_fetch_request {
     gw_upstream *upstream; /* NULL: url is a whole URL with no upstream */
     const char *method;    /* "GET" when NULL */
     const char *target;    /* the path on the upstream (with its query), or the whole URL */
-    const char *const *header_lines; /* this call's own "Name: value" lines, after the upstream's */
+    /* This call's own "Name: value" lines, after the upstream's. Hop-by-hop headers (and those a
+     * Connection line names) and the body's framing are not sent; a Host line replaces the
+     * upstream's host:port; X-Forwarded-* lines are dropped when `forwarded` is sent instead. */
+    const char *const *header_lines;
     size_t nheader_lines;
     bool auth_set;         /* this call's auth replaces the upstream's (none when both are NULL) */
     const char *userpwd;
@@ -99,6 +115,7 @@ typedef struct gw_fetch_request {
     int retries;           /* < 0: the upstream's */
     bool stream;           /* deliver the answer's body in chunks (else whole, in on_end) */
     const char *request_id;
+    const gw_forwarded *forwarded; /* the client's, for an upstream that is told; or NULL */
 } gw_fetch_request;
 
 typedef struct gw_fetch_head {

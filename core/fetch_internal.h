@@ -61,6 +61,8 @@ struct gw_upstream {
     int retries;
     size_t max_body;
     bool ad_hoc; /* made for one whole-URL call */
+    bool forwarded; /* calls say who their client is (X-Forwarded-*) */
+    gw_buf host_line; /* "Host: ...\r\n" from its headers, sent unless a call gives its own */
 };
 
 enum transfer_phase {
@@ -85,6 +87,7 @@ struct gw_transfer {
     char method_buf[16];
     gw_buf target;  /* the path on the upstream, prefix included (native), or the whole URL (libcurl) */
     gw_buf lines;   /* this call's own lines, "Name: value\r\n" each */
+    bool host_given; /* lines has a Host (the call's or the upstream's): no other is sent */
     char **curl_lines; /* the same as strings, for libcurl (built only for it) */
     size_t ncurl_lines;
     gw_buf req_body;  /* a buffered request body, copied: every attempt may send it */

@@ -568,9 +568,13 @@ static int request_head(hc_exchange *ex, gw_buf *out) {
     PUT(t->method, mlen);
     *p++ = ' ';
     PUT(target, tlen);
-    PUT(" HTTP/1.1\r\nHost: ", 17);
-    PUT(u->hostport, hlen);
-    PUT("\r\n", 2);
+    if (t->host_given) { /* the upstream's or the call's lines have it */
+        PUT(" HTTP/1.1\r\n", 11);
+    } else {
+        PUT(" HTTP/1.1\r\nHost: ", 17);
+        PUT(u->hostport, hlen);
+        PUT("\r\n", 2);
+    }
     if (u->lines_block.len) PUT(u->lines_block.data, u->lines_block.len);
     if (t->lines.len) PUT(t->lines.data, t->lines.len);
     if (flen) PUT(framing, (size_t)flen);

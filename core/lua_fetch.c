@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "budget.h"
+#include "http_headers.h"
 #include "log.h"
 #include "runtime_internal.h"
 
@@ -30,7 +31,8 @@ static uint32_t ms_field(lua_State *L, int idx) {
 }
 
 /* core.upstream(name, url, lines, userpwd, bearer, connect_timeout, timeout, read_timeout,
- *               keepalive, retries, client, max_body, first_byte_timeout) -> handle | nil, err */
+ *               keepalive, retries, client, max_body, first_byte_timeout, forwarded)
+ *   -> handle | nil, err */
 static int l_upstream(lua_State *L) {
     gw_runtime *rt = runtime_of(L);
     gw_upstream_config c = {0};
@@ -60,6 +62,7 @@ static int l_upstream(lua_State *L) {
     c.backend = lua_type(L, 11) == LUA_TSTRING && strcmp(lua_tostring(L, 11), "curl") == 0 ? FETCH_CURL : FETCH_AUTO;
     c.max_body = (size_t)luaL_optnumber(L, 12, 64 << 20);
     c.deadlines.first_byte = ms_field(L, 13);
+    c.forwarded = lua_isnone(L, 14) || lua_toboolean(L, 14);
     upstream_ud *ud = lua_newuserdata(L, sizeof *ud);
     ud->up = NULL;
     luaL_getmetatable(L, UPSTREAM_MT);
@@ -351,6 +354,11 @@ static int l_fetch(lua_State *L) {
     r->userpwd = lua_tostring(L, 11);
     r->bearer = lua_tostring(L, 12);
     r->request_id = t->id;
+    gw_forwarded fw;
+    if (ud && t->req) { /* a configured upstream is told who the client is; a whole URL is not */
+        forwarded_of(t->req, &rt->trusted, &fw);
+        r->forwarded = &fw;
+    }
     if (err) {
         free(a.more);
         lua_pushnil(L);
@@ -390,6 +398,30 @@ static int l_fetch(lua_State *L) {
         return 2;
     }
     lua_pushinteger(L, f->op.id);
+    return 1;
+}
+
+/* core.set_trusted_proxies({ "10.0.0.0/8", ... }) -> true | nil, err: the proxies whose
+ * X-Forwarded-* headers are passed on (appended to) rather than replaced. */
+static int l_set_trusted_proxies(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    gw_trusted next = {0};
+    for (int i = 1;; i++) {
+        lua_rawgeti(L, 1, i);
+        const char *cidr = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        if (!cidr) break;
+        if (trusted_add(&next, cidr)) {
+            trusted_clear(&next);
+            lua_pushnil(L);
+            lua_pushfstring(L, "trusted_proxies: %s is not an IP address or network (such as 10.0.0.0/8)", cidr);
+            return 2;
+        }
+    }
+    trusted_clear(&rt->trusted);
+    rt->trusted = next;
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -557,13 +589,24 @@ static bool header_given(const gw_buf *scratch, const char *name, size_t len) {
     return false;
 }
 
+/* Drop from the headers added since `from` those a Connection header of the answer named. */
+static void drop_connection_named(gw_buf *scratch, size_t from, const char *list, size_t list_len) {
+    gw_header *h = (gw_header *)scratch->data;
+    size_t n = scratch->len / sizeof *h, kept = from / sizeof *h;
+    for (size_t i = kept; i < n; i++)
+        if (!header_list_has(list, list_len, h[i].name, h[i].name_len)) h[kept++] = h[i];
+    scratch->len = kept * sizeof *h;
+}
+
 /* Add the upstream's headers to those the handler gave (rt->scratch), unless it gave one of the
- * same name; hop-by-hop ones and those the server writes itself are never passed on. The content
- * type is the handler's, else the upstream's. */
+ * same name; hop-by-hop ones (and those a Connection header names) and those the server writes
+ * itself are never passed on. The content type is the handler's, else the upstream's. */
 static void pass_headers(gw_runtime *rt, const gw_buf *block, gw_response *resp) {
     size_t given = rt->scratch.len;
     const char *p = block->data, *end = p + block->len;
     const char *eol = p ? memchr(p, '\n', block->len) : NULL; /* after the status line */
+    gw_header connection[4]; /* Connection headers: what they name is dropped at the end */
+    int nconnection = 0;
     for (p = eol ? eol + 1 : end; p < end; p = eol + 1) {
         eol = memchr(p, '\n', (size_t)(end - p));
         if (!eol) break;
@@ -577,10 +620,14 @@ static void pass_headers(gw_runtime *rt, const gw_buf *block, gw_response *resp)
             if (!resp->content_type) resp->content_type = h.value, resp->content_type_len = h.value_len;
             continue;
         }
+        if (h.name_len == 10 && strncasecmp(h.name, "connection", 10) == 0 && nconnection < 4)
+            connection[nconnection++] = h;
         gw_buf mine = {rt->scratch.data, given, given};
         if (runtime_header_skipped(h.name, h.name_len) || header_given(&mine, h.name, h.name_len)) continue;
         buf_append(&rt->scratch, &h, sizeof h);
     }
+    for (int i = 0; i < nconnection; i++)
+        drop_connection_named(&rt->scratch, given, connection[i].value, connection[i].value_len);
 }
 
 /* core.pipe(stream, status, content_type, headers) -> true when the whole answer went out at once,
@@ -631,7 +678,8 @@ void fetch_register(lua_State *L, gw_runtime *rt) {
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
         {"upstream", l_upstream}, {"fetch", l_fetch}, {"read", l_read},
-        {"close_stream", l_close_stream}, {"pipe", l_pipe}, {NULL, NULL}};
+        {"close_stream", l_close_stream}, {"pipe", l_pipe}, {"set_trusted_proxies", l_set_trusted_proxies},
+        {NULL, NULL}};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushlightuserdata(L, rt);
         lua_pushcclosure(L, f->func, 1);

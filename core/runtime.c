@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http_headers.h"
 #include "log.h"
 #include "runtime_internal.h"
 
@@ -97,23 +98,15 @@ static void respond_error(gw_task *t, int status, const char *message) {
 }
 
 bool runtime_header_skipped(const char *name, size_t len) {
-    /* The server writes these itself, from the body it sends and the connection's state; and the
-     * hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, never passed on. Found by
-     * length first: this runs for every header of every answer passed on. */
-    static const char *const by_len[][3] = {
-        [2] = {"te"},
-        [4] = {"date"},
-        [7] = {"upgrade", "trailer"},
-        [10] = {"connection", "keep-alive"},
-        [12] = {"x-request-id", "content-type"},
-        [14] = {"content-length"},
-        [16] = {"proxy-connection"},
-        [17] = {"transfer-encoding"},
-    };
-    if (len >= sizeof by_len / sizeof by_len[0]) return false;
-    for (int i = 0; i < 3 && by_len[len][i]; i++)
-        if (strncasecmp(name, by_len[len][i], len) == 0) return true;
-    return false;
+    /* The server writes these itself, from the body it sends and the request; and hop-by-hop
+     * headers belong to one connection. Found by length first: this runs for every header of
+     * every answer passed on. */
+    switch (len) {
+    case 4: return strncasecmp(name, "date", 4) == 0;
+    case 12: return strncasecmp(name, "x-request-id", 12) == 0 || strncasecmp(name, "content-type", 12) == 0;
+    case 14: return strncasecmp(name, "content-length", 14) == 0;
+    default: return header_hop_by_hop(name, len);
+    }
 }
 
 static int add_header(gw_runtime *rt, const char *name, size_t nlen, lua_State *co, int idx) {
@@ -497,5 +490,6 @@ static void on_run_timer_closed(uv_handle_t *h) {
 void runtime_close(gw_runtime *rt) {
     lua_close(rt->L); /* collects every coroutine; no task is left once the servers are closed */
     fetch_close(rt->fetch);
+    trusted_clear(&rt->trusted);
     uv_close((uv_handle_t *)&rt->run_timer, on_run_timer_closed);
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "buf.h"
+#include "forwarded.h"
 #include "ready.h"
 #include "runtime.h"
 
@@ -19,6 +20,7 @@ struct gw_runtime {
     uv_loop_t *loop;
     lua_State *L;
     gw_fetch *fetch;
+    gw_trusted trusted; /* trusted_proxies: whose X-Forwarded-* are passed on */
     gw_task *current; /* the task whose coroutine is running, if any */
     gw_ready ready;   /* completed ops, delivered from the loop */
     gw_buf scratch;   /* response headers being collected */

@@ -111,6 +111,49 @@ local function redis_parts(entry)
   return entry
 end
 
+-- An IPv6 address: groups of up to 4 hex digits, "::" at most once, an IPv4 address at the end.
+local function is_ipv6(s)
+  local head, tail = s:match("^(.-)::(.*)$")
+  local function groups(part)
+    if part == "" then return 0 end
+    local n = 0
+    for g in (part .. ":"):gmatch("([^:]*):") do
+      if not g:match("^%x%x?%x?%x?$") then
+        if not (is_ipv4(g) and part:sub(-#g) == g) then return nil end
+        n = n + 1 -- an IPv4 tail is two groups
+      end
+      n = n + 1
+    end
+    return n
+  end
+  if head then
+    if tail:find("::", 1, true) then return false end
+    local a, b = groups(head), groups(tail)
+    return a ~= nil and b ~= nil and a + b <= 7
+  end
+  return groups(s) == 8
+end
+
+-- trusted_proxies = { "10.0.0.0/8", "127.0.0.1", "fd00::/8" }: the proxies in front of the
+-- gateway whose X-Forwarded-For, -Proto and -Host are believed (appended to); anyone else's are
+-- replaced by what the gateway sees.
+local function check_networks(v)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then return nil, "expected a list of IP addresses or networks, got " .. type_name(v) end
+  local out = {}
+  for i, net in ipairs(v) do
+    local ip, bits = tostring(net):match("^([^/]+)/?(%d*)$")
+    local v4 = ip and is_ipv4(ip)
+    local ok = ip and type(net) == "string" and (v4 or is_ipv6(ip))
+    if ok and bits ~= "" then ok = tonumber(bits) <= (v4 and 32 or 128) end
+    if not ok then
+      return nil, ("[%d]: expected an IP address or network such as \"10.0.0.0/8\", got %s"):format(i, type_name(net))
+    end
+    out[i] = net
+  end
+  return out
+end
+
 -- workers = N | "auto" (one per CPU core): how many worker processes share the port.
 local function check_workers(v)
   if v == "auto" or (is_int(v) and v >= 1 and v <= 256) then return v end
@@ -133,6 +176,7 @@ local upstream_fields = {
   client = { type = "string", enum = { native = 1, curl = 1 },
              doc = "native (the default for http://) or curl (libcurl; always for https://)" },
   max_response_body = { type = "integer", min = 0, doc = "bytes of a buffered answer (default: the gateway's)" },
+  forwarded = { type = "boolean", default = true, doc = "send X-Forwarded-For, -Proto and -Host" },
 }
 
 local redis_fields = {
@@ -162,6 +206,7 @@ local top_fields = {
   max_response_body = { type = "integer", default = 67108864, min = 0 },
   backlog = { type = "integer", default = 4096, min = 1 },
   max_connections = { type = "integer", default = 16384, min = 1 },
+  trusted_proxies = { default = {}, check = check_networks },
   max_open_files = { type = "integer", default = 65536, min = 0 },
   max_buffered_size = { type = "integer", default = 268435456, min = 0 },
   upstream_keepalive = { type = "integer", default = 256, min = 1 },

@@ -309,7 +309,7 @@ local function prepare_upstream(name, up)
   local userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
   local handle, err = core.upstream(name, up.url, lines, userpwd, auth and auth.bearer, up.connect_timeout,
     up.timeout, up.read_timeout, up.keepalive, up.retries, up.client, up.max_response_body or app.max_response_body,
-    up.first_byte_timeout)
+    up.first_byte_timeout, up.forwarded ~= false)
   if not handle then return nil, err end
   local p = { handle = handle, lines = lines, url = up.url, headers = up.headers, auth = auth,
               bearer = auth and auth.bearer, user = auth and auth.user, password = auth and auth.password }
@@ -654,15 +654,28 @@ local function gather(body)
   return table.concat(parts)
 end
 
+-- The names a Connection header lists (they are hop-by-hop too), lower-cased.
+local function connection_named(value, into)
+  if type(value) == "table" then
+    for _, v in ipairs(value) do connection_named(v, into) end
+  elseif value then
+    for token in value:gmatch("[^,%s]+") do into[token:lower()] = true end
+  end
+  return into
+end
+
 -- A response returned as a handler's body brings its headers (as a pipe does in C): the
--- upstream's, unless the handler gives one of the same name. Hop-by-hop ones never go out (C).
+-- upstream's, unless the handler gives one of the same name. Hop-by-hop ones never go out (C),
+-- nor those the upstream's Connection header names (here).
 local function passed_on(res, headers)
   local out, mine = {}, {}
   for k, v in pairs(headers or NO_OPTS) do
     out[k], mine[type(k) == "string" and k:lower() or k] = v, true
   end
-  for k, v in pairs(res.headers) do
-    if not mine[k] then out[k] = v end
+  local theirs = res.headers
+  local named = theirs.connection and connection_named(theirs.connection, {}) or NO_OPTS
+  for k, v in pairs(theirs) do
+    if not mine[k] and not named[k] then out[k] = v end
   end
   return out
 end
@@ -805,6 +818,7 @@ end
 -- scripts loaded ({ script =, routes = } each).
 function M._boot(conf)
   M._reset(conf.upstreams, conf.credentials, conf.redis, conf.max_response_body)
+  assert(core.set_trusted_proxies(conf.trusted_proxies or {}))
   app.config = conf
   local dirs = { conf.routes }
   for _, d in ipairs(conf.lua_path or {}) do dirs[#dirs + 1] = d end

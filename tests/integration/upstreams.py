@@ -184,8 +184,10 @@ class UpstreamConn:
         lines = head.decode("latin-1").split("\r\n")
         method, target, _ = lines[0].split(" ", 2)
         headers = {}
+        self.header_names = []  # as sent, in order, repeats included
         for line in lines[1:]:
             k, v = line.split(":", 1)
+            self.header_names.append(k.strip().lower())
             headers[k.strip().lower()] = v.strip()
         body = b""
         if "content-length" in headers:
