@@ -559,7 +559,7 @@ static void on_request_begin(void *owner) {
     const gw_limits *l = &c->srv->limits;
     memset(&c->req, 0, sizeof c->req);
     c->last_read = now_ms(c);
-    if (c->requests++ > 0) c->head_deadline = c->last_read + l->header_timeout_ms;
+    if (c->requests++ > 0) c->head_deadline = l->header_timeout_ms ? c->last_read + l->header_timeout_ms : 0;
     c->body_deadline = l->body_timeout_ms ? c->last_read + l->body_timeout_ms : 0;
     c->grace_deadline = 0;
     conn_arm(c);
@@ -747,7 +747,8 @@ bool conn_accept(gw_server *srv, bool refused) {
     }
     request_parser_init(&c->rp, &srv->limits, &parser_events, c);
     tcp_peer_name(&c->tcp, c->remote, sizeof c->remote);
-    c->head_deadline = now_ms(c) + srv->limits.header_timeout_ms; /* its first request, or out */
+    uint64_t head_ms = srv->limits.header_timeout_ms; /* its first request, or out; 0: no deadline */
+    c->head_deadline = head_ms ? now_ms(c) + head_ms : 0;
     conn_set_idle(c);
     conn_start_reading(c);
     /* Answered before it asks: an HTTP client takes an answer that comes early, and lingering

@@ -11,9 +11,9 @@
  *   all (the oldest idle one goes first), most recently used taken first.
  * - A reused connection that dies before the first byte of its answer is reported as such: the
  *   facade then tries once more on a fresh connection when the request may be sent again.
- * HEAD, 204 and 304 answers have no body; 1xx answers are skipped; an EOF-delimited body ends at
- * llhttp_finish. Names are resolved in libuv's thread pool (dns.c), never on the loop. */
-#include <llhttp.h>
+ * Answers are parsed by response_parser.c (llhttp behind the strict scanner): HEAD, 204 and 304
+ * answers have no body, 1xx answers are skipped, an EOF-delimited body ends at the close. Names
+ * are resolved in libuv's thread pool (dns.c), never on the loop. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +22,7 @@
 #include "dns.h"
 #include "fetch_internal.h"
 #include "log.h"
+#include "response_parser.h"
 #include "transport.h"
 
 #define MAX_REQUESTS 1000          /* per connection, as nginx's keepalive_requests */
@@ -67,7 +68,7 @@ struct hc_conn {
     hc_conn *pool_prev, *pool_next; /* the pool's idle list */
     hc_conn *lru_prev, *lru_next;
     hc_exchange *ex;
-    llhttp_t parser;
+    response_parser parser; /* the answer of the exchange in progress */
     enum conn_state state;
     uint64_t created, idle_since, server_deadline; /* server_deadline: its Keep-Alive timeout */
     unsigned requests, server_max;
@@ -81,22 +82,15 @@ struct hc_exchange {
     hc_conn *conn;
     gw_dns_query *query;
     hc_exchange *spare_next;
-    gw_buf head;           /* the answer's status line and "Name: value\r\n" lines */
-    size_t ctype_off, ctype_len, name_off;
-    bool line_done, in_name, field_open, in_ctype, in_keepalive;
-    size_t value_off;
     bool reused;           /* the connection served an earlier exchange */
     bool got_bytes;        /* a byte of an answer came */
     bool sent;             /* the whole request is handed to the connection */
-    bool head_done;
-    bool complete;
     bool sending_body;     /* a streamed body: pulling from its source */
     bool chunked_body;
     bool waiting_source;
     bool read_paused;
     bool in_parse;
     bool starting;         /* inside hc_start: failures are reported from the loop */
-    int status;
 };
 
 static void conn_close(hc_conn *c);
@@ -112,21 +106,17 @@ static hc_exchange *exchange_get(hc_backend *b) {
     } else if (!(ex = calloc(1, sizeof *ex))) {
         return NULL;
     }
-    gw_buf head = ex->head;
-    *ex = (hc_exchange){.b = b, .head = head};
+    *ex = (hc_exchange){.b = b};
     return ex;
 }
 
 static void exchange_put(hc_exchange *ex) {
     hc_backend *b = ex->b;
     if (ex->query) dns_cancel(ex->query);
-    ex->head.len = 0;
     if (b->nspare >= MAX_SPARE || b->closing) {
-        buf_free(&ex->head);
         free(ex);
         return;
     }
-    buf_reset(&ex->head, 16384);
     ex->spare_next = b->spare;
     b->spare = ex;
     b->nspare++;
@@ -267,6 +257,7 @@ static void on_conn_closed(gw_transport *t) {
     fetch_pool_release(f, c->pool);
     buf_free(&c->out);
     free(c->address);
+    response_parser_free(&c->parser);
     free(c);
     if (b->closing && b->sweep_closed && b->open_conns == 0) backend_free(b);
     fetch_handle_closed(f);
@@ -303,155 +294,48 @@ static void read_keepalive(hc_conn *c, const char *v, size_t n) {
 
 /* ---- the answer ---- */
 
-static hc_exchange *exchange_of(llhttp_t *p) {
-    hc_conn *c = p->data;
-    return c->ex;
-}
-
-/* Every callback first checks that its exchange is still attached: a cancel from an event stops
- * the parse at the next callback. */
-#define EXCHANGE_OR_STOP(p)                   \
-    hc_exchange *ex = exchange_of(p);         \
-    if (!ex || !ex->t) return HPE_USER;
-
-/* Called a dozen times per answer: the common case, room in the buffer, is a bare copy. */
-static inline int head_add(hc_exchange *ex, const char *at, size_t len) {
-    gw_buf *b = &ex->head;
-    if (b->cap - b->len >= len) {
-        memcpy(b->data + b->len, at, len);
-        b->len += len;
-        return 0;
-    }
-    if (b->len + len > MAX_HEAD) return HPE_USER;
-    return buf_append(b, at, len) ? HPE_USER : 0;
-}
-
-static int on_message_begin(llhttp_t *p) {
-    EXCHANGE_OR_STOP(p);
-    ex->head.len = 0;
-    if (buf_reserve(&ex->head, 1024)) return HPE_USER;
-    ex->ctype_len = 0;
-    ex->line_done = ex->in_name = ex->field_open = false;
-    return 0;
-}
-
-/* The status line is "HTTP/1.x 000 reason": the digits are written once llhttp has them. */
-static int status_start(llhttp_t *p, hc_exchange *ex) {
-    if (ex->head.len > 0) return 0;
-    return head_add(ex, p->http_minor ? "HTTP/1.1 000 " : "HTTP/1.0 000 ", 13);
-}
-
-static int on_status(llhttp_t *p, const char *at, size_t len) {
-    EXCHANGE_OR_STOP(p);
-    return status_start(p, ex) || head_add(ex, at, len) ? HPE_USER : 0;
-}
-
-/* End the status line, or the header value before, with CRLF. */
-static int end_value(llhttp_t *p, hc_exchange *ex) {
-    if (!ex->line_done) {
-        ex->line_done = true;
-        return status_start(p, ex) || head_add(ex, "\r\n", 2);
-    }
-    if (!ex->field_open) return 0;
-    ex->field_open = false;
-    if (ex->in_ctype) ex->ctype_len = ex->head.len - ex->value_off;
-    if (ex->in_keepalive) read_keepalive(ex->conn, ex->head.data + ex->value_off, ex->head.len - ex->value_off);
-    return head_add(ex, "\r\n", 2);
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-    EXCHANGE_OR_STOP(p);
-    if (ex->head_done) return 0; /* trailers: never mixed into the answer's headers */
-    if (!ex->in_name) { /* a new name: the status line, or the value before, ends */
-        if (end_value(p, ex)) return HPE_USER;
-        ex->name_off = ex->head.len;
-        ex->in_name = true;
-    }
-    return head_add(ex, at, len);
-}
-
-static int on_header_field_complete(llhttp_t *p) {
-    EXCHANGE_OR_STOP(p);
-    if (ex->head_done) return 0;
-    const char *name = ex->head.data + ex->name_off;
-    size_t n = ex->head.len - ex->name_off;
-    ex->in_ctype = n == 12 && (name[0] | 0x20) == 'c' && strncasecmp(name, "content-type", 12) == 0;
-    ex->in_keepalive = n == 10 && (name[0] | 0x20) == 'k' && strncasecmp(name, "keep-alive", 10) == 0;
-    ex->in_name = false;
-    if (head_add(ex, ": ", 2)) return HPE_USER;
-    ex->value_off = ex->head.len;
-    if (ex->in_ctype) ex->ctype_off = ex->value_off;
-    ex->field_open = true;
-    return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-    EXCHANGE_OR_STOP(p);
-    if (ex->head_done) return 0;
-    return head_add(ex, at, len);
-}
-
-static int on_headers_complete(llhttp_t *p) {
-    EXCHANGE_OR_STOP(p);
-    if (end_value(p, ex)) return HPE_USER;
-    /* The three digits of the status line, now that llhttp has read them. */
-    int status = p->status_code;
-    memcpy(ex->head.data + 9, (char[3]){(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
-                                         (char)('0' + status % 10)}, 3);
-    ex->status = status;
-    if (status >= 100 && status < 200 && status != 101) return 0; /* 1xx: the real answer follows */
-    ex->head_done = true;
+/* The final head: to the facade. Nonzero stops the parse (the transfer is gone). */
+static int on_answer_head(void *owner, response_parser *p) {
+    hc_conn *c = owner;
+    hc_exchange *ex = c->ex;
+    if (!ex || !ex->t) return -1;
+    if (p->keepalive_len) read_keepalive(c, p->head.data + p->keepalive_off, p->keepalive_len);
     gw_fetch_head h = {
-        .status = status,
+        .status = p->status,
         .http_minor = p->http_minor,
-        .block = ex->head.data,
-        .block_len = ex->head.len,
-        .content_type = ex->ctype_len ? ex->head.data + ex->ctype_off : NULL,
-        .content_type_len = ex->ctype_len,
-        .content_length = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1,
+        .block = p->head.data,
+        .block_len = p->head.len,
+        .content_type = p->ctype_len ? p->head.data + p->ctype_off : NULL,
+        .content_type_len = p->ctype_len,
+        .content_length = p->content_length,
+        .no_body = p->no_content || p->status == 204 || p->status == 304,
     };
-    bool head_request = strcmp(ex->t->method, "HEAD") == 0;
-    h.no_body = head_request || status == 204 || status == 304;
     if (!fetch_head(ex->t, &h)) {
         ex->t = NULL; /* it is gone: the facade detached us */
-        return HPE_USER;
+        return -1;
     }
-    return head_request ? 1 : 0; /* 1: no body, whatever the headers say */
+    return 0;
 }
 
-static int on_body(llhttp_t *p, const char *at, size_t len) {
-    EXCHANGE_OR_STOP(p);
+static int on_answer_body(void *owner, const char *at, size_t len) {
+    hc_conn *c = owner;
+    hc_exchange *ex = c->ex;
+    if (!ex || !ex->t) return -1;
     bool pause;
     if (!fetch_body(ex->t, at, len, &pause)) {
         ex->t = NULL;
-        return HPE_USER;
+        return -1;
     }
     if (pause && !ex->read_paused) {
         /* What this read holds is still parsed and handed on (one read buffer at most); then the
          * socket waits. */
         ex->read_paused = true;
-        transport_read_stop(&ex->conn->tcp.base);
+        transport_read_stop(&c->tcp.base);
     }
     return 0;
 }
 
-static int on_message_complete(llhttp_t *p) {
-    EXCHANGE_OR_STOP(p);
-    if (!ex->head_done) return 0; /* a 1xx ended: the next message is the answer */
-    ex->complete = true;
-    return HPE_PAUSED; /* stop here: anything after it is not ours */
-}
-
-static const llhttp_settings_t parser_settings = {
-    .on_message_begin = on_message_begin,
-    .on_status = on_status,
-    .on_header_field = on_header_field,
-    .on_header_field_complete = on_header_field_complete,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
+static const response_parser_events answer_events = {on_answer_head, on_answer_body};
 
 /* The answer is complete: the connection goes back to the pool or is closed, then the facade
  * hears of it. */
@@ -459,14 +343,12 @@ static void exchange_finish(hc_exchange *ex, bool leftover, bool at_eof) {
     hc_conn *c = ex->conn;
     gw_transfer *t = ex->t;
     hc_backend *b = ex->b;
-    bool reusable = c && !at_eof && !leftover && ex->sent && !b->closing && llhttp_should_keep_alive(&c->parser);
+    bool reusable = c && !at_eof && !leftover && ex->sent && !b->closing && response_parser_keep_alive(&c->parser);
     exchange_detach(ex);
     exchange_put(ex);
     if (c) {
         c->requests++;
         if (reusable && conn_usable(c, uv_now(b->loop)) && pool_room(b, c->pool)) {
-            llhttp_init(&c->parser, HTTP_RESPONSE, &parser_settings);
-            c->parser.data = c;
             idle_add(c);
         } else {
             conn_close(c);
@@ -475,15 +357,14 @@ static void exchange_finish(hc_exchange *ex, bool leftover, bool at_eof) {
     fetch_done(t);
 }
 
-/* What llhttp's verdict on the bytes means for the exchange. */
-static void exchange_parsed(hc_exchange *ex, enum llhttp_errno err, const char *data, size_t len) {
+/* What the parser made of the bytes. */
+static void exchange_parsed(hc_exchange *ex, enum rp_outcome o, size_t used, size_t len) {
     hc_conn *c = ex->conn;
-    if (err == HPE_PAUSED && ex->complete) {
-        size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+    if (o == RP_MORE) return;
+    if (o == RP_DONE && ex->t) {
         exchange_finish(ex, used < len, false);
         return;
     }
-    if (err == HPE_OK) return;
     if (!ex->t) { /* cancelled or ended from an event: the connection cannot be trusted */
         if (c) conn_close(c);
         exchange_detach(ex);
@@ -491,7 +372,7 @@ static void exchange_parsed(hc_exchange *ex, enum llhttp_errno err, const char *
         return;
     }
     char detail[128];
-    snprintf(detail, sizeof detail, "invalid HTTP from the upstream: %s", llhttp_get_error_reason(&c->parser));
+    snprintf(detail, sizeof detail, "invalid HTTP from the upstream: %s", c->parser.error);
     exchange_fail(ex, FETCH_ERR_BAD_RESPONSE, detail);
 }
 
@@ -505,9 +386,10 @@ static void on_conn_read(gw_transport *tr, const char *data, size_t len) {
     ex->got_bytes = true;
     fetch_progress(ex->t);
     ex->in_parse = true;
-    enum llhttp_errno err = llhttp_execute(&c->parser, data, len);
+    size_t used = 0;
+    enum rp_outcome o = response_parser_execute(&c->parser, data, len, &used);
     ex->in_parse = false;
-    exchange_parsed(ex, err, data, len);
+    exchange_parsed(ex, o, used, len);
 }
 
 static void on_conn_read_end(gw_transport *tr, int status) {
@@ -518,17 +400,17 @@ static void on_conn_read_end(gw_transport *tr, int status) {
         return;
     }
     /* An answer whose body runs to the end of the connection ends here. */
-    if (status == UV_EOF && ex->head_done && llhttp_message_needs_eof(&c->parser)) {
+    if (status == UV_EOF) {
         ex->in_parse = true;
-        llhttp_finish(&c->parser);
+        enum rp_outcome o = response_parser_eof(&c->parser);
         ex->in_parse = false;
-        if (!ex->t) { /* cancelled from the last event */
+        if (o == RP_STOPPED || !ex->t) { /* cancelled from the last event */
             exchange_detach(ex);
             exchange_put(ex);
             conn_close(c);
             return;
         }
-        if (ex->complete) {
+        if (o == RP_DONE) {
             exchange_finish(ex, false, true);
             return;
         }
@@ -589,6 +471,7 @@ static void exchange_send(hc_exchange *ex) {
     gw_transfer *t = ex->t;
     fetch_connected(t);
     c->ex = ex;
+    response_parser_start(&c->parser, strcmp(t->method, "HEAD") == 0);
     int r = request_head(ex, &c->out);
     if (r == 0) {
         uv_buf_t bufs[2] = {uv_buf_init(c->out.data, (unsigned)c->out.len),
@@ -719,8 +602,7 @@ static int conn_open(hc_exchange *ex, const struct sockaddr *addr) {
     c->pool->open++;
     c->created = uv_now(b->loop);
     c->state = CONN_CONNECTING;
-    llhttp_init(&c->parser, HTTP_RESPONSE, &parser_settings);
-    c->parser.data = c;
+    response_parser_init(&c->parser, &answer_events, c, MAX_HEAD);
     tcp_init(&c->tcp, b->loop, &conn_events, c, b->slab, b->slab_len);
     fetch_handle_opened(b->f);
     b->open_conns++;
@@ -815,7 +697,7 @@ static void hc_cancel(gw_transfer *t) {
     hc_conn *c = ex->conn;
     if (c) conn_close(c); /* mid-exchange: what it would read next is not ours */
     exchange_detach(ex);
-    /* Inside llhttp_execute the exchange is still on the stack: exchange_parsed frees it. */
+    /* Inside the parser the exchange is still on the stack: exchange_parsed frees it. */
     if (!ex->in_parse) exchange_put(ex);
 }
 
@@ -824,7 +706,6 @@ static void backend_free(hc_backend *b) {
     while (b->spare) {
         hc_exchange *ex = b->spare;
         b->spare = ex->spare_next;
-        buf_free(&ex->head);
         free(ex);
     }
     free(b);

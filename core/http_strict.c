@@ -9,6 +9,7 @@
 #include "http_strict.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* States metered against the head budget come first (up to ST_CONTENT), then the chunk
  * extension states (also metered), then the rest. */
@@ -69,12 +70,25 @@ static const char_class TARGET = {0x00000000, 0xfffffffe, 0xffffffff, 0x7fffffff
  * ALPHA / DIGIT / "-._~!$&'()*+,;=%:[]" */
 static const char_class HOST = {0x00000000, 0x2fff7ff2, 0xaffffffe, 0x47fffffe};
 
+/* The same classes as one byte of flags per byte value, built once: a run of field bytes (most of
+ * a head) costs a load and a test per byte. */
+enum { C_TCHAR = 1, C_VALUE = 2, C_TARGET = 4, C_HOST = 8 };
+static uint8_t classes[256];
+
+static void classes_build(void) {
+    for (int c = 0; c < 256; c++)
+        classes[c] = (uint8_t)((in_class(TCHAR, (unsigned char)c) ? C_TCHAR : 0) |
+                               (in_class(VALUE, (unsigned char)c) ? C_VALUE : 0) |
+                               (in_class(TARGET, (unsigned char)c) ? C_TARGET : 0) |
+                               (in_class(HOST, (unsigned char)c) ? C_HOST : 0));
+}
+
 static bool is_tchar(unsigned char c) {
-    return in_class(TCHAR, c);
+    return classes[c] & C_TCHAR;
 }
 
 static bool is_value_char(unsigned char c) {
-    return in_class(VALUE, c);
+    return classes[c] & C_VALUE;
 }
 
 static char lower(unsigned char c) {
@@ -93,9 +107,10 @@ static int hex_digit(unsigned char c) {
 
 /* Take a run of bytes of a class at p[i..len) (p[i] is in it and metered already): meters the rest
  * of the run, returns the index of its last byte, or len when the budget ran out. */
-static size_t take_run(http_strict *s, const unsigned char *p, size_t i, size_t len, const char_class cls) {
+static size_t take_run(http_strict *s, const unsigned char *p, size_t i, size_t len, uint8_t cls) {
     size_t j = i + 1;
-    while (j < len && in_class(cls, p[j])) j++;
+    while (j + 4 <= len && (classes[p[j]] & classes[p[j + 1]] & classes[p[j + 2]] & classes[p[j + 3]] & cls)) j += 4;
+    while (j < len && (classes[p[j]] & cls)) j++;
     if (j - i - 1 > s->budget) return len;
     s->budget -= j - i - 1;
     return j - 1;
@@ -135,6 +150,7 @@ static void begin_message(http_strict *s) {
 }
 
 void http_strict_init(http_strict *s, enum hs_kind kind, size_t max_head) {
+    if (!classes['a']) classes_build();
     s->kind = (uint8_t)kind;
     s->max_head = max_head;
     begin_message(s);
@@ -165,13 +181,13 @@ static enum hs_error name_done(http_strict *s) {
     s->field = F_NONE;
     s->pos = 0;
     if (s->in_trailers || s->name_len > sizeof s->name) return HS_OK;
-    if (s->name_len == 14 && memcmp(s->name, "content-length", 14) == 0) {
+    if (s->name_len == 14 && strncasecmp(s->name, "content-length", 14) == 0) {
         s->field = F_CONTENT_LENGTH;
         if (++s->cl_lines > 1) return HS_BAD_CONTENT_LENGTH; /* repeated: refused, as RFC 9110 8.6 allows */
-    } else if (s->name_len == 17 && memcmp(s->name, "transfer-encoding", 17) == 0) {
+    } else if (s->name_len == 17 && strncasecmp(s->name, "transfer-encoding", 17) == 0) {
         s->field = F_TRANSFER_ENCODING;
         s->te_lines++;
-    } else if (s->name_len == 4 && memcmp(s->name, "host", 4) == 0) {
+    } else if (s->name_len == 4 && strncasecmp(s->name, "host", 4) == 0) {
         s->field = F_HOST;
         if (++s->host_lines > 1) return HS_REPEATED_HOST;
     }
@@ -220,7 +236,7 @@ static enum hs_error field_byte(http_strict *s, unsigned char c) {
             if (s->pos == 1) s->pos = 2;
             return HS_OK;
         }
-        if (s->pos == 2 || !in_class(HOST, c)) return HS_BAD_HOST;
+        if (s->pos == 2 || !(classes[c] & C_HOST)) return HS_BAD_HOST;
         s->pos = 1;
         return HS_OK;
     default:
@@ -319,11 +335,11 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
             if (c == ' ' && s->state == ST_TARGET) {
                 s->state = ST_VERSION;
                 s->pos = 0;
-            } else if (!in_class(TARGET, c)) {
+            } else if (!(classes[c] & C_TARGET)) {
                 FAIL(HS_BAD_START_LINE);
             } else {
                 s->state = ST_TARGET;
-                if ((i = take_run(s, p, i, len, TARGET)) == len) FAIL(HS_TOO_LARGE);
+                if ((i = take_run(s, p, i, len, C_TARGET)) == len) FAIL(HS_TOO_LARGE);
             }
             break;
         case ST_VERSION: /* HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive (RFC 9112 2.3) */
@@ -383,10 +399,11 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
                 if (e) FAIL(e);
                 s->state = ST_VALUE;
             } else if (is_tchar(c)) {
-                size_t end = take_run(s, p, i, len, TCHAR);
+                size_t end = take_run(s, p, i, len, C_TCHAR);
                 if (end == len) FAIL(HS_TOO_LARGE);
-                for (; i <= end && s->name_len < sizeof s->name; i++) s->name[s->name_len++] = lower(p[i]);
-                if (i <= end) s->name_len = sizeof s->name + 1; /* longer than any framing field's */
+                size_t n = end - i + 1; /* kept as sent: name_done compares without case */
+                if (s->name_len + n <= sizeof s->name) memcpy(s->name + s->name_len, p + i, n), s->name_len += (uint8_t)n;
+                else s->name_len = sizeof s->name + 1; /* longer than any framing field's */
                 i = end;
             } else if (is_ows(c)) {
                 FAIL(HS_SPACE_BEFORE_COLON); /* RFC 9112 5.1: MUST be rejected with 400 */
@@ -397,7 +414,7 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
         case ST_VALUE:
             if (s->field == F_NONE) { /* the common case: a run of plain value bytes */
                 if (is_value_char(c)) {
-                    if ((i = take_run(s, p, i, len, VALUE)) == len) FAIL(HS_TOO_LARGE);
+                    if ((i = take_run(s, p, i, len, C_VALUE)) == len) FAIL(HS_TOO_LARGE);
                     break;
                 }
             } else if (is_value_char(c)) {

@@ -62,7 +62,7 @@ typedef struct http_strict {
     bool connect;      /* the request's method is CONNECT */
     bool elem_space;   /* whitespace seen after the current element's first byte */
     bool cl_digits;    /* the Content-Length value has a digit */
-    char name[18];     /* a field name's first bytes, lower-case: is it a framing field? */
+    char name[18];     /* a field name as sent, up to 18 bytes: is it a framing field? */
     char elem[8];
     uint8_t name_len;
     uint8_t version_major, version_minor;

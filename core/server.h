@@ -46,7 +46,7 @@ typedef struct gw_limits {
     size_t max_body_size;   /* bytes: over it, 413 */
     uint64_t keepalive_timeout_ms;
     uint64_t read_timeout_ms;    /* between reads of a request, and for a client to take an answer */
-    uint64_t header_timeout_ms;  /* a request's whole head, from its first byte (or the accept) */
+    uint64_t header_timeout_ms;  /* a request's whole head, from its first byte (or the accept); 0: none */
     uint64_t body_timeout_ms;    /* a buffered body, whole; 0: none */
     uint64_t handler_timeout_ms; /* for the app to begin its answer; 0: none */
     int backlog;

@@ -1,8 +1,8 @@
 /* The connection state machine (conn.c) for real: a server on a loopback port of this process,
  * a client socket per input writing the bytes in pieces the input chooses, reading whatever
  * comes back, then half-closing or resetting. The app answers at once, or from a timer (so that
- * pipelined requests wait behind one in flight), or never (the client leaves first); the first
- * byte of the path picks which. After each input every connection must be closed and freed. */
+ * pipelined requests wait behind one in flight), or once the body is whole, or never (the client
+ * leaves first); the second byte of the path picks which ('d', 'b', 'n'). After each input every connection must be closed and freed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -48,6 +48,10 @@ static void on_request(gw_request *req, void *data) {
     (void)data;
     char how = req->path_len > 1 ? req->path[1] : 'a';
     if (how == 'n') return; /* never: the client's close aborts it */
+    if (how == 'b' && !req->body_complete) { /* the body first, taken whole (on_body answers) */
+        server_body_want(req);
+        return;
+    }
     if (how != 'd') {
         answer(req);
         return;
@@ -59,6 +63,15 @@ static void on_request(gw_request *req, void *data) {
     uv_timer_init(&loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, on_timer, 1, 0);
+}
+
+static void on_body(gw_request *req, void *data) {
+    (void)data;
+    if (req->body_complete && !req->app_data) answer(req); /* not one its timer will answer */
+}
+
+static void on_writable(gw_request *req, void *data) {
+    (void)req, (void)data;
 }
 
 static void on_abort(gw_request *req, void *data) {
@@ -74,9 +87,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     log_set_level_name("error");
     uv_loop_init(&loop);
     gw_limits limits = {.max_header_size = 1024, .max_body_size = 4096, .keepalive_timeout_ms = 60000,
-                        .read_timeout_ms = 60000, .backlog = 64};
+                        .read_timeout_ms = 60000, .header_timeout_ms = 60000, .backlog = 64};
     gw_listen where = {.host = "127.0.0.1", .port = 0};
-    gw_app app = {on_request, on_abort, NULL};
+    gw_app app = {.on_request = on_request, .on_abort = on_abort, .on_body = on_body, .on_writable = on_writable};
     if (server_start(&srv, &loop, &where, &limits, &app)) abort();
     port = server_port(srv);
     return 0;

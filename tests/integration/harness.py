@@ -435,6 +435,20 @@ def tree_rss_kb(pid):
 # --------------------------------------------------------------------------------------------
 # A misbehaving upstream
 
+# Answers that RFC 9112 says a recipient must refuse (llhttp 8.1 lets several of them through).
+MALFORMED_ANSWERS = {
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok",
+    "bare-cr": b"HTTP/1.1 200 OK\r\nX-A: 1\rContent-Length: 2\r\n\r\nok",
+    "length-and-chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    "control-in-value": b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+    "bad-name": b"HTTP/1.1 200 OK\r\nX(A): 1\r\nContent-Length: 2\r\n\r\nok",
+    "bad-chunk-size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+    "chunked-not-last": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+}
+
+
 class FaultUpstream:
     """An HTTP upstream on a loopback port that misbehaves as the request's path says:
 
@@ -447,6 +461,7 @@ class FaultUpstream:
         /big?mb=N         N MiB (a well-formed answer, for memory tests)
         /silent           reads the request, never answers
         /status-NNN       status NNN with a 2-byte body
+        /malformed-NAME   one of MALFORMED_ANSWERS: framing a strict recipient must refuse
         /switch           an unsolicited "101 Switching Protocols"
         anything else     200 "ok"
 
@@ -545,6 +560,9 @@ class FaultUpstream:
                 c.sendall(block)
         elif path == "/silent":
             self.stopping.wait(30)
+        elif path.startswith("/malformed-"):
+            c.sendall(MALFORMED_ANSWERS[path[len("/malformed-"):]])
+            self.stopping.wait(0.5)
         elif path.startswith("/status-"):
             c.sendall(b"HTTP/1.1 %s Odd\r\nContent-Length: 2\r\n\r\nok" % path[8:].encode())
         elif path == "/switch":

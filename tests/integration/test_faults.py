@@ -141,6 +141,14 @@ class UpstreamFaultsTest(FaultCase):
             self.proxy("/status-" + status, (502,), 2)
         self.assert_healthy()
 
+    def test_framing_a_strict_recipient_refuses_is_502(self):
+        for name in harness.MALFORMED_ANSWERS:
+            with self.subTest(name):
+                r, _ = self.proxy("/malformed-" + name, (502,), 3, timeout=2)
+                self.assertEqual(r.json()["kind"], "bad response")
+        self.gw.wait_for_log(r"invalid HTTP from the upstream: ")
+        self.assert_healthy()
+
     def test_unsolicited_101_502(self):
         self.proxy("/switch", (502,), 3)
         self.assert_healthy()
