@@ -128,3 +128,22 @@ describe("a route registered twice", function()
     assert.equal(201, testing.post("/users/3").status)
   end)
 end)
+
+describe("many header lines", function()
+  it("are all sent, the upstream's and the call's, and the configured auth with them", function()
+    local stub = testing.stub {
+      ["GET /count"] = function(req)
+        local n = 0
+        for k in pairs(req.headers) do if k:match("^x%-[uc]%d+$") then n = n + 1 end end
+        return 200, { n = n, auth = req.headers.authorization or "none" }
+      end,
+    }
+    local mine, theirs = {}, {}
+    for i = 1, 50 do mine["X-U" .. i] = tostring(i) end
+    for i = 1, 40 do theirs["X-C" .. i] = tostring(i) end
+    testing.load({}, { upstreams = { many = { url = stub.url, headers = mine, auth = { bearer = "T" } } } })
+    local res = testing.run(function() return gw.fetch("many", "/count", { headers = theirs }) end)
+    stub.close()
+    assert.same({ n = 90, auth = "Bearer T" }, res:json()) -- 64 was the old cut, auth dropped first
+  end)
+end)
