@@ -292,6 +292,33 @@ static enum hs_error head_done(http_strict *s, enum body *b) {
     return HS_OK;
 }
 
+/* ---- fast paths: what the byte-at-a-time states below would do, in one step ---- */
+
+/* A response's "HTTP/1.x NNN " (p[0] is the 'H', metered): its length, or 0 to go byte by byte. */
+static size_t status_line_start(http_strict *s, const unsigned char *p, size_t avail) {
+    if (avail < 13 || s->budget < 12 || memcmp(p, "HTTP/1.", 7) != 0) return 0;
+    if (p[7] < '0' || p[7] > '9' || p[8] != ' ' || p[12] != ' ') return 0;
+    for (int k = 9; k < 12; k++)
+        if (p[k] < '0' || p[k] > '9') return 0;
+    s->version_major = 1;
+    s->version_minor = (uint8_t)(p[7] - '0');
+    s->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    s->budget -= 12;
+    s->state = ST_REASON;
+    return 13;
+}
+
+/* A request's "HTTP/1.x\r\n" (p[0] metered): true when it is there whole, taken. */
+static bool request_version_line(http_strict *s, const unsigned char *p, size_t avail) {
+    if (avail < 10 || s->budget < 9 || memcmp(p, "HTTP/1.", 7) != 0) return false;
+    if (p[7] < '0' || p[7] > '9' || p[8] != '\r' || p[9] != '\n') return false;
+    s->version_major = 1;
+    s->version_minor = (uint8_t)(p[7] - '0');
+    s->budget -= 9;
+    s->state = ST_FIELD_START;
+    return true;
+}
+
 /* ---- the scanner ---- */
 
 #define FAIL(e) return (*used = i, fail(s, (e)))
@@ -308,11 +335,25 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
         }
         switch ((enum state)s->state) {
         case ST_IDLE:
-            if (c == '\r') s->state = ST_IDLE_CR;
-            else if (c == '\n') FAIL(HS_BARE_LF);
-            else if (s->kind == HS_RESPONSE && c == 'H') s->state = ST_VERSION, s->pos = 1;
-            else if (s->kind == HS_REQUEST && is_tchar(c)) s->state = ST_METHOD, s->name[0] = (char)c, s->name_len = 1;
-            else FAIL(HS_BAD_START_LINE);
+            if (c == '\r') {
+                s->state = ST_IDLE_CR;
+            } else if (c == '\n') {
+                FAIL(HS_BARE_LF);
+            } else if (s->kind == HS_RESPONSE && c == 'H') {
+                size_t n = status_line_start(s, p + i, len - i);
+                if (n) i += n - 1; /* "HTTP/1.1 200 " at once */
+                else s->state = ST_VERSION, s->pos = 1;
+            } else if (s->kind == HS_REQUEST && is_tchar(c)) {
+                size_t end = take_run(s, p, i, len, C_TCHAR);
+                if (end == len) FAIL(HS_TOO_LARGE);
+                size_t n = end - i + 1;
+                memcpy(s->name, p + i, n < sizeof s->name ? n : sizeof s->name);
+                s->name_len = (uint8_t)(n <= sizeof s->name ? n : sizeof s->name + 1);
+                s->state = ST_METHOD;
+                i = end;
+            } else {
+                FAIL(HS_BAD_START_LINE);
+            }
             break;
         case ST_IDLE_CR:
             if (c != '\n') FAIL(HS_BARE_CR);
@@ -343,6 +384,10 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
             }
             break;
         case ST_VERSION: /* HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive (RFC 9112 2.3) */
+            if (s->pos == 0 && s->kind == HS_REQUEST && request_version_line(s, p + i, len - i)) {
+                i += 9; /* "HTTP/1.1\r\n" at once */
+                break;
+            }
             if (s->pos < 5) {
                 if (c != (unsigned char)"HTTP/"[s->pos]) FAIL(HS_BAD_START_LINE);
             } else if (s->pos == 5 || s->pos == 7) {
@@ -377,6 +422,7 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
         case ST_REASON: /* HTAB / SP / VCHAR / obs-text */
             if (c == '\r') s->state = ST_START_CR;
             else if (!is_value_char(c)) FAIL(c == '\n' ? HS_BARE_LF : HS_BAD_START_LINE);
+            else if ((i = take_run(s, p, i, len, C_VALUE)) == len) FAIL(HS_TOO_LARGE);
             break;
         case ST_START_CR:
             if (c != '\n') FAIL(HS_BARE_CR);
@@ -417,6 +463,10 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
                     if ((i = take_run(s, p, i, len, C_VALUE)) == len) FAIL(HS_TOO_LARGE);
                     break;
                 }
+            } else if (s->field == F_HOST && s->pos != 2 && (classes[c] & C_HOST)) {
+                if ((i = take_run(s, p, i, len, C_HOST)) == len) FAIL(HS_TOO_LARGE);
+                s->pos = 1; /* in the host: what follows is OWS, or the end */
+                break;
             } else if (is_value_char(c)) {
                 enum hs_error e = field_byte(s, c);
                 if (e) FAIL(e);
@@ -424,6 +474,13 @@ enum hs_step http_strict_scan(http_strict *s, const char *data, size_t len, size
             }
             if (c != '\r') FAIL(c == '\n' ? HS_BARE_LF : HS_BAD_FIELD_VALUE);
             s->state = ST_VALUE_CR;
+            if (i + 1 < len && p[i + 1] == '\n' && s->budget) { /* CRLF at once: the line ends */
+                s->budget--;
+                i++;
+                enum hs_error e = field_line_done(s);
+                if (e) FAIL(e);
+                s->state = ST_FIELD_START;
+            }
             break;
         case ST_VALUE_CR: {
             if (c != '\n') FAIL(HS_BARE_CR);
