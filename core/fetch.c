@@ -492,10 +492,15 @@ static int transfer_prepare(gw_transfer *t, const gw_fetch_request *r) {
     if (!bad) bad = buf_append_str(&t->target, target) || buf_append(&t->target, "", 1);
     if (bad) return UV_ENOMEM;
     t->target.len--; /* the NUL is there, not counted */
+    const char *traceparent = r->traceparent;
     for (size_t i = 0; i < r->nheader_lines; i++) {
         if (strpbrk(r->header_lines[i], "\r\n")) return UV_EINVAL;
         if (buf_append_str(&t->lines, r->header_lines[i]) || buf_append(&t->lines, "\r\n", 2)) return UV_ENOMEM;
+        if (strncasecmp(r->header_lines[i], "traceparent:", 12) == 0) traceparent = NULL; /* the handler's own */
     }
+    if (traceparent && (buf_append(&t->lines, "traceparent: ", 13) || buf_append_str(&t->lines, traceparent) ||
+                        buf_append(&t->lines, "\r\n", 2)))
+        return UV_ENOMEM;
     if (r->request_id && *r->request_id &&
         (buf_append_str(&t->lines, "X-Request-Id: ") || buf_append_str(&t->lines, r->request_id) ||
          buf_append(&t->lines, "\r\n", 2)))

@@ -96,6 +96,7 @@ typedef struct gw_fetch_request {
     int retries;           /* < 0: the upstream's */
     bool stream;           /* deliver the answer's body in chunks (else whole, in on_end) */
     const char *request_id;
+    const char *traceparent; /* sent as traceparent unless a header line gives one, or NULL */
 } gw_fetch_request;
 
 typedef struct gw_fetch_head {

@@ -471,6 +471,7 @@ int luaopen_luagate_core(lua_State *L) {
     }
     fetch_register(L, rt);
     http_register(L, rt);
+    metrics_register(L, rt);
     lua_pushlightuserdata(L, &runtime_wait_token);
     lua_setfield(L, -2, "WAIT");
     lua_pushstring(L, LUAGATE_VERSION);

@@ -98,7 +98,13 @@ struct upstream_stream {
     bool ended;
     bool paused;
     char *error;         /* "kind: detail" when it failed */
+    gw_call_obs call;    /* for metrics and the log */
 };
+
+/* The call ended (err: it failed; else answered, or cancelled before its head). */
+static void call_end(gw_task *t, gw_call_obs *c, const gw_fetch_error *err) {
+    observe_call_end(t->rt->obs, &t->obs, c, err, t->id);
+}
 
 static void stream_free(upstream_stream *s) {
     gw_task *t = s->task;
@@ -107,6 +113,7 @@ static void stream_free(upstream_stream *s) {
     else t->streams = s->next;
     if (s->next) s->next->prev = s->prev;
     if (t->pipe == s) t->pipe = NULL;
+    call_end(t, &s->call, NULL); /* cancelled, unless it ended already */
     if (s->xfer) fetch_cancel(s->xfer);
     buf_free(&s->buf);
     buf_free(&s->head);
@@ -141,6 +148,7 @@ typedef struct fetch_op {
     size_t ctype_off, ctype_len;
     bool has_ctype;
     gw_buf body;    /* a buffered answer, taken from the transfer */
+    gw_call_obs call;
 } fetch_op;
 
 /* The head, kept in into (the op's for a buffered call, the stream's for a streamed one). */
@@ -165,6 +173,7 @@ static void fetch_op_fail(fetch_op *f, const gw_fetch_error *e) {
 /* Buffered calls: the answer whole. */
 static void buffered_on_head(void *data, const gw_fetch_head *h) {
     fetch_op *f = data;
+    f->call.status = (int16_t)h->status;
     fetch_op_head(f, h, &f->head);
 }
 
@@ -176,6 +185,7 @@ static bool buffered_on_body(void *data, const char *chunk, size_t len) {
 static void buffered_on_end(void *data, const char *body, size_t len) {
     fetch_op *f = data;
     f->xfer = NULL;
+    call_end(f->op.task, &f->call, NULL);
     if (buf_append(&f->body, body, len)) f->error = strdup("upstream error: out of memory");
     op_complete(&f->op);
 }
@@ -183,6 +193,7 @@ static void buffered_on_end(void *data, const char *body, size_t len) {
 static void buffered_on_error(void *data, const gw_fetch_error *e) {
     fetch_op *f = data;
     f->xfer = NULL;
+    call_end(f->op.task, &f->call, e);
     fetch_op_fail(f, e);
 }
 
@@ -209,6 +220,7 @@ static int fetch_deliver(gw_op *op, lua_State *co) {
 
 static void fetch_op_cancel(gw_op *op) {
     fetch_op *f = (fetch_op *)op;
+    call_end(op->task, &f->call, NULL);
     if (f->xfer) fetch_cancel(f->xfer);
     f->xfer = NULL;
     if (f->stream) stream_free(f->stream); /* the head never came: nobody will read it */
@@ -239,6 +251,7 @@ static void stream_on_head(void *data, const gw_fetch_head *h) {
     fetch_op *f = s->head_op;
     s->declared = h->content_length;
     s->length = h->no_body ? 0 : h->content_length;
+    s->call.status = (int16_t)h->status;
     s->head_op = NULL; /* from here on the stream outlives the op: the task holds it */
     fetch_op_head(f, h, &s->head);
     op_complete(&f->op);
@@ -271,6 +284,7 @@ static void stream_on_end(void *data, const char *body, size_t len) {
     upstream_stream *s = data;
     s->xfer = NULL;
     s->ended = true;
+    call_end(s->task, &s->call, NULL);
     if (s->pipe_op) pipe_flush(s);
     else reader_wake(s);
 }
@@ -279,6 +293,7 @@ static void stream_on_error(void *data, const gw_fetch_error *e) {
     upstream_stream *s = data;
     s->xfer = NULL;
     s->ended = true;
+    call_end(s->task, &s->call, e);
     size_t n = strlen(fetch_error_name(e->kind)) + strlen(e->detail) + 3;
     if ((s->error = malloc(n))) snprintf(s->error, n, "%s: %s", fetch_error_name(e->kind), e->detail);
     if (s->head_op) { /* before the head: the fetch itself fails */
@@ -321,7 +336,7 @@ static const char *call_lines(lua_State *L, int idx, call_args *a) {
 }
 
 /* core.fetch(upstream | nil, method, target, lines, body | true, stream, timeout, connect_timeout,
- *            retries, auth_set, userpwd, bearer) -> id | nil, err */
+ *            retries, auth_set, userpwd, bearer, upstream_id) -> id | nil, err */
 static int l_fetch(lua_State *L) {
     gw_task *t = op_owner(L, "fetch");
     gw_runtime *rt = runtime_of(L);
@@ -342,6 +357,9 @@ static int l_fetch(lua_State *L) {
     r->userpwd = lua_tostring(L, 11);
     r->bearer = lua_tostring(L, 12);
     r->request_id = t->id;
+    char traceparent[TRACEPARENT_LEN + 1];
+    observe_traceparent(rt->obs, &t->obs, traceparent);
+    r->traceparent = traceparent[0] ? traceparent : NULL;
     if (err) {
         free(a.more);
         lua_pushnil(L);
@@ -380,6 +398,7 @@ static int l_fetch(lua_State *L) {
         lua_pushstring(L, err);
         return 2;
     }
+    observe_call_begin(rt->obs, &t->obs, s ? &s->call : &f->call, (int)lua_tointeger(L, 13));
     lua_pushinteger(L, f->op.id);
     return 1;
 }

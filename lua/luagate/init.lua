@@ -17,8 +17,9 @@ local json = require "luagate.json"
 local request = require "luagate.request"
 local router = require "luagate.router"
 local middleware = require "luagate.middleware"
+local metrics = require "luagate.metrics"
 
-local M = { version = core.version, json = json }
+local M = { version = core.version, json = json, metrics = metrics }
 
 local WAIT, yield, running = core.WAIT, coroutine.yield, coroutine.running
 local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
@@ -57,9 +58,10 @@ function M.route(method, path, ...)
   local first = opts and 2 or 1
   local handler = args[n]
   if n > first then handler = chain(args, first, n - 1, handler) end
+  local rid = core.route_id(path) -- the label of its metrics and log lines: the pattern, never the path
   for _, m in ipairs(type(method) == "table" and method or { method }) do -- a list: each of them
     m = m:upper()
-    app.router:add(m, path, handler, opts)
+    app.router:add(m, path, handler, opts, rid)
     -- Counted per script for `luagate -t`; a second registration replaces the first: say so.
     local key, script = m .. " " .. path, app.loading or "?"
     if app.owners[key] then
@@ -243,7 +245,7 @@ local function prepare_upstream(name, up)
   local handle, err = core.upstream(name, up.url, lines, userpwd, auth and auth.bearer, up.connect_timeout,
     up.timeout, up.read_timeout, up.keepalive, up.retries, up.client, up.max_response_body or app.max_response_body)
   if not handle then return nil, err end
-  local p = { handle = handle, lines = lines, url = up.url, headers = up.headers, auth = auth,
+  local p = { handle = handle, lines = lines, url = up.url, headers = up.headers, auth = auth, id = core.upstream_id(name),
               bearer = auth and auth.bearer, user = auth and auth.user, password = auth and auth.password }
   prepared[up] = p
   return p
@@ -320,7 +322,8 @@ local function start(target, path, opts)
     return id
   end
   return core.fetch(prep and prep.handle, method, up and path or target, lines, body, opts.stream,
-                    opts.timeout, opts.connect_timeout, opts.retries, auth ~= nil, userpwd, auth and auth.bearer)
+                    opts.timeout, opts.connect_timeout, opts.retries, auth ~= nil, userpwd, auth and auth.bearer,
+                    prep and prep.id or 0)
 end
 
 -- A response: { status, body, content_type, headers, :json() }. headers is parsed from the raw
@@ -511,6 +514,16 @@ end
 --- Seconds since an arbitrary point, with millisecond resolution (the loop's clock).
 M.now = core.now
 
+--- The W3C trace of the request being handled: { trace_id, span_id, parent_id (the client's span,
+--- or nil when the trace started here), sampled, traceparent (this request's span) }, or nil
+--- outside a request.
+function M.trace()
+  local trace_id, span_id, parent_id, sampled, traceparent = core.trace()
+  if not trace_id then return nil end
+  return { trace_id = trace_id, span_id = span_id, parent_id = parent_id or nil, sampled = sampled,
+           traceparent = traceparent }
+end
+
 --- This worker's counters: { handlers (running or waiting, this one included), upstream_active
 --- (transfers in flight), upstream_connections_opened (since start) }.
 M.stats = core.stats
@@ -518,15 +531,18 @@ M.stats = core.stats
 ---------------------------------------------------------------------------------------------------
 -- The server's side: dispatching requests, loading route scripts
 
+local set_route = core.set_route
+
 -- Route one request with router r, in the request's own coroutine.
 local function route(r, req)
-  local handler, params, pattern = r:match(req.method, req.path)
+  local handler, params, pattern, _, rid = r:match(req.method, req.path)
   if not handler then
     local allow = pattern
     if allow then return 405, { error = "method not allowed", request_id = req.id }, { Allow = allow } end
     return 404, { error = "not found", request_id = req.id }
   end
   req.params, req.route = params, pattern
+  set_route(rid)
   return handler(req)
 end
 
