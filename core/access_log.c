@@ -246,9 +246,9 @@ static char *format_combined(char *p, const access_entry *e) {
         const access_call *c = &e->calls[i];
         if (i) *p++ = ',';
         p = put_esc(p, c->upstream, strlen(c->upstream), CAP_NAME);
-        *p++ = ' ';
+        *p++ = ':';
         p = c->error ? put_esc(p, c->error, strlen(c->error), 64) : put_u64(p, (uint64_t)c->status);
-        *p++ = ' ';
+        *p++ = ':';
         p = put_seconds(p, c->us);
     }
     if (e->more_calls) {

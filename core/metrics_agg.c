@@ -216,17 +216,17 @@ static void render_user(out *o, const metrics_agg *a) {
             if (strcmp(u->meta.name, m->name) != 0 || u->meta.type != m->type) continue;
             const char *l = u->meta.labels, *sep = l[0] ? "," : "";
             if (m->type != MS_HISTOGRAM) {
-                emit(o, "%s%s%s%s %.17g\n", m->name, l[0] ? "{" : "", l, l[0] ? "}" : "", u->values[0]);
+                emit(o, "%s%s%s%s %.15g\n", m->name, l[0] ? "{" : "", l, l[0] ? "}" : "", u->values[0]);
                 continue;
             }
             double cum = 0;
             for (uint32_t b = 0; b <= u->meta.nbounds; b++) {
                 cum += u->values[b];
-                if (b < u->meta.nbounds) emit(o, "%s_bucket{%s%sle=\"%.17g\"} %.17g\n", m->name, l, sep, u->meta.bounds[b], cum);
-                else emit(o, "%s_bucket{%s%sle=\"+Inf\"} %.17g\n", m->name, l, sep, cum);
+                if (b < u->meta.nbounds) emit(o, "%s_bucket{%s%sle=\"%.15g\"} %.15g\n", m->name, l, sep, u->meta.bounds[b], cum);
+                else emit(o, "%s_bucket{%s%sle=\"+Inf\"} %.15g\n", m->name, l, sep, cum);
             }
-            emit(o, "%s_sum%s%s%s %.17g\n", m->name, l[0] ? "{" : "", l, l[0] ? "}" : "", u->values[u->meta.nbounds + 1]);
-            emit(o, "%s_count%s%s%s %.17g\n", m->name, l[0] ? "{" : "", l, l[0] ? "}" : "", cum);
+            emit(o, "%s_sum%s%s%s %.15g\n", m->name, l[0] ? "{" : "", l, l[0] ? "}" : "", u->values[u->meta.nbounds + 1]);
+            emit(o, "%s_count%s%s%s %.15g\n", m->name, l[0] ? "{" : "", l, l[0] ? "}" : "", cum);
         }
     }
 }
