@@ -190,7 +190,8 @@ static void json_series(jbuf *j, const gw_status *s, const sample *now, const sa
     jprintf(j, "[");
     for (size_t k = 0; k < now->n; k++) {
         const series_total *a = &now->s[k];
-        if (s->names[k].upstream != upstream || (a->count == 0 && strcmp(s->names[k].name, "(other)") == 0)) continue;
+        if (s->names[k].upstream != upstream || (a->count == 0 && s->names[k].name[0] == '(' && strcmp(s->names[k].name, "(unmatched)") != 0))
+            continue; /* "(other)" and "(url)" only once something counts there */
         series_total zero = {0};
         const series_total *b = then && k < then->n ? &then->s[k] : &zero;
         uint64_t d[MS_BUCKETS];
