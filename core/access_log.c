@@ -136,17 +136,34 @@ static char *put_seconds(char *p, uint64_t us) {
 
 static const char hexd[] = "0123456789ABCDEF";
 
-/* As nginx escapes variables in its log: '"', '\' and bytes outside printable ASCII as \xHH. */
+/* The bytes both formats escape: '"', '\\', and those outside printable ASCII. */
+#define E1 1, 1, 1, 1, 1, 1, 1, 1
+#define E0 0, 0, 0, 0, 0, 0, 0, 0
+static const unsigned char escaped[256] = {
+    E1, E1, E1, E1,                                      /* 0x00-0x1f */
+    0, 0, 1, 0, 0, 0, 0, 0, E0, E0, E0,                  /* 0x20-0x3f: '"' */
+    E0, E0, E0, 0, 0, 0, 0, 1, 0, 0, 0,                  /* 0x40-0x5f: '\\' */
+    E0, E0, E0, 0, 0, 0, 0, 0, 0, 0, 1,                  /* 0x60-0x7f: DEL */
+    E1, E1, E1, E1, E1, E1, E1, E1, E1, E1, E1, E1, E1, E1, E1, E1, /* 0x80-0xff */
+};
+
+/* The length of the run of s[0..n) that needs no escaping: most fields are all of it. */
+static size_t clean_run(const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n && !escaped[(unsigned char)s[i]]) i++;
+    return i;
+}
+
+/* As nginx escapes variables in its log: '"', '\\' and bytes outside printable ASCII as \xHH. */
 static char *put_esc(char *p, const char *s, size_t n, size_t cap) {
     if (!s || n == 0) return PUT_LIT(p, "-");
     if (n > cap) n = cap;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-            *p++ = '\\', *p++ = 'x', *p++ = hexd[c >> 4], *p++ = hexd[c & 15];
-        } else {
-            *p++ = (char)c;
-        }
+    for (size_t i = 0; i < n;) {
+        size_t run = clean_run(s + i, n - i);
+        p = put(p, s + i, run);
+        if ((i += run) == n) break;
+        unsigned char c = (unsigned char)s[i++];
+        *p++ = '\\', *p++ = 'x', *p++ = hexd[c >> 4], *p++ = hexd[c & 15];
     }
     return p;
 }
@@ -155,15 +172,16 @@ static char *put_esc(char *p, const char *s, size_t n, size_t cap) {
  * request need not be UTF-8, and the line must stay valid JSON). */
 static char *put_json(char *p, const char *s, size_t n, size_t cap) {
     if (n > cap) n = cap;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    for (size_t i = 0; i < n;) {
+        size_t run = clean_run(s + i, n - i);
+        p = put(p, s + i, run);
+        if ((i += run) == n) break;
+        unsigned char c = (unsigned char)s[i++];
         if (c == '"' || c == '\\') {
             *p++ = '\\', *p++ = (char)c;
-        } else if (c < 0x20 || c >= 0x7f) {
+        } else {
             p = PUT_LIT(p, "\\u00");
             *p++ = hexd[c >> 4], *p++ = hexd[c & 15];
-        } else {
-            *p++ = (char)c;
         }
     }
     return p;
@@ -219,8 +237,8 @@ static char *format_combined(char *p, const access_entry *e) {
     p = PUT_LIT(p, " - - ");
     p = put(p, al.stamp, al.stamp_len);
     p = PUT_LIT(p, " \"");
-    if (r->method) {
-        p = put_esc(p, r->method, strlen(r->method), 32);
+    if (r->method) { /* from llhttp's table of methods, like the id below checked by the parser: no escaping */
+        p = put(p, r->method, strlen(r->method));
         *p++ = ' ';
         p = put_esc(p, r->target, r->target_len, CAP_TARGET);
         p = r->http_minor == 0 ? PUT_LIT(p, " HTTP/1.0\" ") : PUT_LIT(p, " HTTP/1.1\" ");
@@ -237,7 +255,7 @@ static char *format_combined(char *p, const access_entry *e) {
     p = PUT_LIT(p, "\" rt=");
     p = put_seconds(p, end->duration_ns / 1000);
     p = PUT_LIT(p, " id=");
-    p = r->id ? put_esc(p, r->id, strlen(r->id), 64) : PUT_LIT(p, "-");
+    p = r->id ? put(p, r->id, strlen(r->id)) : PUT_LIT(p, "-");
     p = PUT_LIT(p, " route=\"");
     p = e->route ? put_esc(p, e->route, strlen(e->route), CAP_HEADER) : PUT_LIT(p, "-");
     p = PUT_LIT(p, "\" up=\"");

@@ -18,11 +18,12 @@ static int l_upstream_id(lua_State *L) {
     return 1;
 }
 
-/* core.set_route(id): the router matched the request being handled. */
-static int l_set_route(lua_State *L) {
-    gw_task *t = runtime_of(L)->current;
-    if (t) t->obs.route = (uint16_t)lua_tointeger(L, 1);
-    return 0;
+/* core.route_cell() -> the address (for ffi.cast) where the router writes the id of the route it
+ * matched: a store the JIT compiles, where a C call would cut the router's trace. task_resume takes
+ * it for the task that ran. */
+static int l_route_cell(lua_State *L) {
+    lua_pushlightuserdata(L, &runtime_of(L)->route_cell);
+    return 1;
 }
 
 /* core.metric(kind, name, help, labels, bounds) -> values (a pointer for ffi.cast) | nil when this
@@ -54,9 +55,9 @@ static int l_metric(lua_State *L) {
 /* core.trace() -> trace_id, span_id, parent_id | false, sampled, traceparent (of this request's
  * span), or nothing outside a request */
 static int l_trace(lua_State *L) {
-    gw_task *t = runtime_of(L)->current;
-    if (!t || !t->obs.begun) return 0;
-    const gw_trace *tr = &t->obs.trace;
+    gw_runtime *rt = runtime_of(L);
+    const gw_trace *tr = rt->current ? observe_trace(rt->obs, &rt->current->obs) : NULL;
+    if (!tr) return 0;
     char hex[33], tp[TRACEPARENT_LEN + 1];
     trace_hex64(tr->trace_hi, hex);
     trace_hex64(tr->trace_lo, hex + 16);
@@ -76,7 +77,7 @@ static int l_trace(lua_State *L) {
 }
 
 void metrics_register(lua_State *L, gw_runtime *rt) {
-    static const luaL_Reg fns[] = {{"route_id", l_route_id}, {"upstream_id", l_upstream_id}, {"set_route", l_set_route},
+    static const luaL_Reg fns[] = {{"route_id", l_route_id}, {"upstream_id", l_upstream_id}, {"route_cell", l_route_cell},
                                    {"metric", l_metric},     {"trace", l_trace},             {NULL, NULL}};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushlightuserdata(L, rt);

@@ -130,16 +130,27 @@ static const char *upstream_name(const gw_observe *o, int id) {
 
 void observe_request_begin(gw_observe *o, gw_req_obs *r, gw_request *req) {
     if (!o) return;
-    const gw_header *tp = NULL;
-    for (size_t i = 0; i < req->nheaders; i++) {
-        const gw_header *h = &req->headers[i];
-        if (h->name_len == 11 && memcmp(h->name, "traceparent", 11) == 0) tp = h;
-    }
-    trace_begin(&r->trace, tp ? tp->value : NULL, tp ? tp->value_len : 0);
     r->begun = true;
     r->req = req;
     req->obs = r;
     o->in_flight++;
+}
+
+/* The ids are made on first use: most requests of a gateway with no access log never need them. */
+static const gw_trace *trace_of(gw_req_obs *r, const gw_request *req) {
+    if (r->traced) return &r->trace;
+    const gw_header *tp = NULL;
+    for (size_t i = 0; req && i < req->nheaders; i++) {
+        const gw_header *h = &req->headers[i];
+        if (h->name_len == 11 && memcmp(h->name, "traceparent", 11) == 0) tp = h;
+    }
+    trace_begin(&r->trace, tp ? tp->value : NULL, tp ? tp->value_len : 0);
+    r->traced = true;
+    return &r->trace;
+}
+
+const gw_trace *observe_trace(gw_observe *o, gw_req_obs *r) {
+    return o && r->begun ? trace_of(r, r->req) : NULL;
 }
 
 void observe_request_drop(gw_observe *o, gw_req_obs *r) {
@@ -204,7 +215,7 @@ static const char *reason_of(const gw_observe *o, const gw_req_obs *r, const gw_
     return NULL;
 }
 
-static void log_request(gw_observe *o, const gw_request *req, const gw_req_obs *r, const gw_request_end *e) {
+static void log_request(gw_observe *o, const gw_request *req, gw_req_obs *r, const gw_request_end *e) {
     access_call calls[OBS_CALLS];
     char trace[33], why[300];
     access_entry a = {.req = req, .end = e, .worker = o->worker_id};
@@ -218,8 +229,9 @@ static void log_request(gw_observe *o, const gw_request *req, const gw_req_obs *
         a.ncalls = r->ncalls;
         a.more_calls = r->more;
         a.route = route_name(o, r->route);
-        trace_hex64(r->trace.trace_hi, trace);
-        trace_hex64(r->trace.trace_lo, trace + 16);
+        const gw_trace *t = trace_of(r, req);
+        trace_hex64(t->trace_hi, trace);
+        trace_hex64(t->trace_lo, trace + 16);
         a.trace_id = trace;
     }
     a.reason = reason_of(o, r, e, why, sizeof why);
@@ -244,8 +256,9 @@ void observe_request_end(gw_observe *o, gw_request *req, const gw_request_end *e
 
 /* ---- upstream calls ---- */
 
-void observe_traceparent(gw_observe *o, const gw_req_obs *r, char *tp) {
-    if (o && r->begun) trace_format(&r->trace, trace_random(), tp);
+void observe_traceparent(gw_observe *o, gw_req_obs *r, char *tp) {
+    const gw_trace *t = observe_trace(o, r);
+    if (t) trace_format(t, trace_random(), tp);
     else tp[0] = '\0';
 }
 

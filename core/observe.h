@@ -31,6 +31,7 @@ typedef struct gw_req_obs {
     uint8_t failed; /* 1 + the index of the last call that failed, for the reason of a 502/504 */
     uint16_t more;  /* calls past OBS_CALLS */
     bool begun, ended;
+    bool traced; /* trace holds the ids: made when first needed (a call, gw.trace, the log) */
     gw_request *req; /* while it has not ended: req->obs points here */
     struct {
         uint16_t up;
@@ -71,6 +72,8 @@ int observe_route_id(gw_observe *o, const char *pattern);
 int observe_upstream_id(gw_observe *o, const char *name);
 
 void observe_request_begin(gw_observe *o, gw_req_obs *r, gw_request *req);
+/* The request's trace: the client's traceparent continued, or a new one; NULL when r never began. */
+const gw_trace *observe_trace(gw_observe *o, gw_req_obs *r);
 void observe_request_end(gw_observe *o, gw_request *req, const gw_request_end *end);
 /* The app lets go of the record before the request's end (the client left, or the record's owner
  * goes): the end, when it comes, is logged without it. */
@@ -78,7 +81,7 @@ void observe_request_drop(gw_observe *o, gw_req_obs *r);
 
 /* The traceparent for a new call of the request (TRACEPARENT_LEN + 1 bytes): a child span of its
  * trace. "" when there is none to send (specs). */
-void observe_traceparent(gw_observe *o, const gw_req_obs *r, char *tp);
+void observe_traceparent(gw_observe *o, gw_req_obs *r, char *tp);
 /* A call started (upstream: its id). */
 void observe_call_begin(gw_observe *o, gw_req_obs *r, gw_call_obs *c, int upstream);
 /* It ended: failed with err, else answered (c->status set when its head came) or cancelled. r may

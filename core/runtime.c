@@ -212,6 +212,10 @@ void task_resume(gw_task *t, int nargs) {
     int st = lua_resume(t->co, nargs);
     t->running = false;
     rt->current = prev;
+    if (rt->route_cell) { /* the router ran in this resume */
+        t->obs.route = (uint16_t)rt->route_cell;
+        rt->route_cell = 0;
+    }
 
     if (st == LUA_YIELD) {
         if (lua_gettop(t->co) == 1 && lua_touserdata(t->co, 1) == &runtime_wait_token && !t->aborted) {

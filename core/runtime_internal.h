@@ -31,6 +31,7 @@ struct gw_runtime {
     int next_server_id;
     int worker_id; /* 1..n under a master, else 0 */
     gw_observe *obs; /* metrics and the access log: NULL outside a worker */
+    int32_t route_cell; /* the route the running handler's router matched (lua_metrics.c), until taken */
     /* Coroutines whose handler returned normally, kept for the next requests: creating and
      * collecting a coroutine per request is a large part of a short request's cost. */
     struct spare_thread { lua_State *co; int ref; } spare[256];

@@ -1,5 +1,6 @@
 #include "trace.h"
 
+#include <string.h>
 #include <uv.h>
 
 static uint64_t state[2] = {0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL};
@@ -67,13 +68,25 @@ void trace_begin(gw_trace *t, const char *value, size_t len) {
     t->span = trace_random();
 }
 
+/* Eight hex digits of v at once (SWAR): each nibble spread to a byte, then turned into its digit
+ * with a few adds; ids are formatted on every upstream call. */
+static uint64_t hex8(uint32_t v) {
+    uint64_t x = v;
+    x = ((x & 0xffff0000ull) << 16) | (x & 0xffffull);
+    x = ((x & 0x0000ff000000ff00ull) << 8) | (x & 0x000000ff000000ffull);
+    x = ((x & 0x00f000f000f000f0ull) << 4) | (x & 0x000f000f000f000full);
+    uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+    x += 0x3030303030303030ull + letters * ('a' - '0' - 10);
+    return __builtin_bswap64(x); /* the first digit at the lowest address */
+}
+
 void trace_hex64(uint64_t v, char *out) {
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--, v >>= 4) out[i] = hex[v & 15];
+    uint64_t hi = hex8((uint32_t)(v >> 32)), lo = hex8((uint32_t)v);
+    memcpy(out, &hi, 8);
+    memcpy(out + 8, &lo, 8);
 }
 
 void trace_format(const gw_trace *t, uint64_t span, char *out) {
-    static const char hex[] = "0123456789abcdef";
     out[0] = '0', out[1] = '0', out[2] = '-';
     trace_hex64(t->trace_hi, out + 3);
     trace_hex64(t->trace_lo, out + 19);
@@ -81,6 +94,6 @@ void trace_format(const gw_trace *t, uint64_t span, char *out) {
     trace_hex64(span, out + 36);
     out[52] = '-';
     out[53] = '0';
-    out[54] = hex[t->flags & 1];
+    out[54] = (char)('0' + (t->flags & 1));
     out[55] = '\0';
 }
