@@ -3,6 +3,7 @@
  * LuaJIT's FFI, straight in the worker's metrics slot), and the ids of gw.trace. */
 #include <string.h>
 
+#include "log.h"
 #include "metrics_shm.h"
 #include "runtime_internal.h"
 
@@ -76,9 +77,102 @@ static int l_trace(lua_State *L) {
     return 5;
 }
 
+/* ---- the log phase ---- */
+
+/* core.log_phase(fn): fn(req, info) runs after each request's end (init.lua's run_logs). */
+static int l_log_phase(lua_State *L) {
+    gw_runtime *rt = runtime_of(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, rt->log_ref);
+    lua_pushvalue(L, 1);
+    rt->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* core.keep_request(req): the request being handled keeps its table for the log phase. */
+static int l_keep_request(lua_State *L) {
+    gw_task *t = runtime_of(L)->current;
+    if (!t || t->req_ref) return 0;
+    lua_pushvalue(L, 1);
+    t->req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* A request's end, waiting for the loop to run the log phase: never inside the call that ended it. */
+typedef struct log_item {
+    gw_ready_item ready;
+    gw_runtime *rt;
+    int req_ref;
+    int status;
+    uint64_t body_bytes, duration_ns;
+    uint8_t ncalls;
+    struct {
+        uint16_t up;
+        int16_t status;
+        uint32_t us;
+    } calls[OBS_CALLS];
+} log_item;
+_Static_assert(sizeof(log_item) <= SMALL_BLOCK, "a log item fits a small block");
+
+static void on_log_ready(gw_ready_item *it) {
+    log_item *li = (log_item *)((char *)it - offsetof(log_item, ready));
+    gw_runtime *rt = li->rt;
+    lua_State *L = rt->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->log_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, li->req_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, li->req_ref);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, li->status);
+    lua_setfield(L, -2, "status");
+    lua_pushnumber(L, (double)li->body_bytes);
+    lua_setfield(L, -2, "bytes_sent");
+    lua_pushnumber(L, (double)li->duration_ns / 1e9);
+    lua_setfield(L, -2, "duration");
+    lua_createtable(L, li->ncalls, 0);
+    for (int i = 0; i < li->ncalls; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, observe_upstream_name(rt->obs, li->calls[i].up));
+        lua_setfield(L, -2, "name");
+        int st = li->calls[i].status;
+        if (st > 0) lua_pushinteger(L, st);
+        else lua_pushstring(L, st == -MS_OUTCOME_CANCELLED ? "cancelled" : fetch_error_name(-st));
+        lua_setfield(L, -2, st > 0 ? "status" : "error");
+        lua_pushnumber(L, (double)li->calls[i].us / 1e6);
+        lua_setfield(L, -2, "time");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "upstreams");
+    small_free(rt, li);
+    if (lua_pcall(L, 2, 0, 0)) { /* run_logs catches each log function's errors: this is its own */
+        log_msg(GW_LOG_ERROR, "log phase: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+}
+
+void log_phase_queue(gw_task *t, const gw_request_end *end) {
+    gw_runtime *rt = t->rt;
+    if (rt->log_ref == LUA_NOREF || !t->req_ref) return;
+    log_item *li = small_alloc(rt, sizeof *li);
+    if (!li) return;
+    li->rt = rt;
+    li->req_ref = t->req_ref;
+    t->req_ref = 0; /* the item has it now */
+    li->status = end->status ? end->status : 499;
+    li->body_bytes = end->body_bytes;
+    li->duration_ns = end->duration_ns;
+    li->ncalls = t->obs.ncalls;
+    for (int i = 0; i < li->ncalls; i++) {
+        li->calls[i].up = t->obs.calls[i].up;
+        li->calls[i].status = t->obs.calls[i].status;
+        li->calls[i].us = t->obs.calls[i].us;
+    }
+    ready_push(&rt->ready, &li->ready, on_log_ready);
+}
+
 void metrics_register(lua_State *L, gw_runtime *rt) {
     static const luaL_Reg fns[] = {{"route_id", l_route_id}, {"upstream_id", l_upstream_id}, {"route_cell", l_route_cell},
-                                   {"metric", l_metric},     {"trace", l_trace},             {NULL, NULL}};
+                                   {"metric", l_metric},     {"trace", l_trace},             {"log_phase", l_log_phase},
+                                   {"keep_request", l_keep_request}, {NULL, NULL}};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushlightuserdata(L, rt);
         lua_pushcclosure(L, f->func, 1);

@@ -126,6 +126,10 @@ static const char *upstream_name(const gw_observe *o, int id) {
     return id <= o->nupstreams ? o->upstreams[id - 1] : OTHER;
 }
 
+const char *observe_upstream_name(const gw_observe *o, int id) {
+    return o ? upstream_name(o, id) : "(url)";
+}
+
 /* ---- requests ---- */
 
 void observe_request_begin(gw_observe *o, gw_req_obs *r, gw_request *req) {

@@ -70,6 +70,8 @@ void observe_close(gw_observe *o);
  * name gives the same id. 0 when o is NULL or the table is full (then counted as "(other)"). */
 int observe_route_id(gw_observe *o, const char *pattern);
 int observe_upstream_id(gw_observe *o, const char *name);
+/* The name of an upstream id ("(url)" for 0). */
+const char *observe_upstream_name(const gw_observe *o, int id);
 
 void observe_request_begin(gw_observe *o, gw_req_obs *r, gw_request *req);
 /* The request's trace: the client's traceparent continued, or a new one; NULL when r never began. */

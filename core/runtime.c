@@ -68,6 +68,7 @@ gw_task *task_new(gw_runtime *rt, lua_State *host) {
 void task_free(gw_task *t) {
     gw_runtime *rt = t->rt;
     observe_request_drop(rt->obs, &t->obs); /* its answer could not be sent: the end comes later */
+    if (t->req_ref) luaL_unref(rt->L, LUA_REGISTRYINDEX, t->req_ref);
     while (t->ops) op_cancel(t->ops);
     streams_close(t);
     /* A coroutine that returned can run another function; one that failed or still waits cannot. */
@@ -396,6 +397,8 @@ static void on_writable(gw_request *req, void *data) {
 
 static void on_complete(gw_request *req, const gw_request_end *end, void *data) {
     gw_lua_app *a = data;
+    gw_req_obs *r = req->obs;
+    if (r && r->begun && !r->ended) log_phase_queue((gw_task *)((char *)r - offsetof(gw_task, obs)), end);
     observe_request_end(a->rt->obs, req, end);
 }
 
@@ -435,6 +438,7 @@ int runtime_new(gw_runtime **out, uv_loop_t *loop, const char *lua_dir, long ups
     gw_runtime *rt = calloc(1, sizeof *rt);
     if (!rt) return UV_ENOMEM;
     rt->loop = loop;
+    rt->log_ref = LUA_NOREF;
     int r = fetch_init(&rt->fetch, loop, upstream_keepalive);
     if (r < 0) {
         free(rt);

@@ -25,7 +25,17 @@ local WAIT, yield, running = core.WAIT, coroutine.yield, coroutine.running
 local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
-local app = { router = router.new(), upstreams = {}, befores = {}, afters = {}, owners = {}, nroutes = 0 }
+local app = { router = router.new(), upstreams = {}, befores = {}, afters = {}, logs = {}, owners = {}, nroutes = 0 }
+
+-- The log phase: each global middleware's log(req, info), once the answer is out (or cut, or its
+-- client left), from the loop: info = { status, bytes_sent, duration, upstreams = { { name, status
+-- | error, time }, ... } }. An error in one is logged; the others still run.
+function app.run_logs(req, info)
+  for i = 1, #app.logs do
+    local ok, err = pcall(app.logs[i], req, info)
+    if not ok then core.log("error", "log phase: " .. tostring(err)) end
+  end
+end
 local request_mt = request.mt
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 local chain -- defined with the middleware, below
@@ -83,8 +93,8 @@ end
 
 local function as_middleware(mw)
   if type(mw) == "function" then return { before = mw } end
-  if type(mw) ~= "table" or (mw.before == nil and mw.after == nil) then
-    error("middleware is a function(req) or a table { before =, after = }", 3)
+  if type(mw) ~= "table" or (mw.before == nil and mw.after == nil and mw.log == nil) then
+    error("middleware is a function(req) or a table { before =, after =, log = }", 3)
   end
   return mw
 end
@@ -130,6 +140,10 @@ function M.use(mw)
   mw = as_middleware(mw)
   if mw.before then app.befores[#app.befores + 1] = mw.before end
   if mw.after then app.afters[#app.afters + 1] = mw.after end
+  if mw.log then
+    app.logs[#app.logs + 1] = mw.log
+    core.log_phase(app.run_logs)
+  end
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -663,6 +677,10 @@ local function serve(method, path, raw_query, target, body, remote_addr, http_ve
     remote_addr = remote_addr, http_version = http_version, params = false, route = false,
   }, request_mt)
   local r = app.router
+  if app.logs[1] then -- kept for the log phase, with what is read lazily from the request meanwhile
+    local _ = req.id, req.headers
+    core.keep_request(req)
+  end
   if body == false then
     local go, status, answer = take_body(r, req)
     if not go then
@@ -716,7 +734,7 @@ function M._reset(upstreams, creds, max_response_body)
   app.router = router.new()
   app.upstreams = upstreams or {}
   app.credentials = creds or {}
-  app.befores, app.afters = {}, {}
+  app.befores, app.afters, app.logs = {}, {}, {}
   app.owners, app.nroutes = {}, 0
   app.mock = nil
 end

@@ -27,6 +27,14 @@ local hit, miss = by:labels("hit"), by:labels("miss")
 local depth = gw.metrics.gauge("test_depth", "A gauge each worker sets")
 local lat = gw.metrics.histogram("test_seconds", "A histogram", { buckets = { 0.1, 1 } })
 
+gw.use { log = function(req, info)
+  local ups = {}
+  for i, u in ipairs(info.upstreams) do ups[i] = u.name .. ":" .. (u.status or u.error) end
+  gw.log(("logphase id=%s status=%d route=%s ua=%s bytes=%d ups=%s slow=%s"):format(req.id, info.status,
+    tostring(req.route), tostring(req.headers["user-agent"]), info.bytes_sent, table.concat(ups, ","),
+    tostring(info.duration > 0.15)))
+end }
+
 gw.get("/t/count", function(req)
   hits:inc()
   if req.query.r == "hit" then hit:inc() else miss:inc(2) end
@@ -171,6 +179,8 @@ class AccessLogCombinedTest(ObservedGateway):
         self.assertEqual(f["up"], "-")
         self.assertEqual(f["reason"], "-")
         self.assertLess(float(f["rt"]), 5.0)
+        self.gw.wait_for_log(r"logphase id=obs-200 status=200 route=/hello ua=obs-test/1.0 bytes=%d ups= slow=false"
+                             % len(body))
 
     def test_404_has_no_route(self):
         status, _, body = self.get("/no/such/path?x=1", "obs-404")
@@ -204,6 +214,8 @@ class AccessLogCombinedTest(ObservedGateway):
         self.assertGreaterEqual(float(f["rt"]), 0.19)
         self.assertEqual(f["reason"], "upstream self: timeout")
         self.gw.wait_for_log(r"\[warn\] .*request obs-504: upstream self failed: timeout: ")
+        self.gw.wait_for_log(r"logphase id=obs-504 status=504 route=/t/timeout ua=obs-test/1.0 bytes=\d+ "
+                             r"ups=self:timeout slow=true")
 
     def test_499_when_the_client_leaves_before_the_answer(self):
         with self.gw.connect() as c:
@@ -215,6 +227,7 @@ class AccessLogCombinedTest(ObservedGateway):
         self.assertEqual(f["ua"], "leaver")
         self.assertEqual(f["referer"], "-")
         self.assertEqual(f["reason"], "client closed the connection")
+        self.gw.wait_for_log(r"logphase id=obs-499 status=499 route=/t/hold ua=leaver bytes=0 ups= slow=false")
 
     def test_the_upstream_call_is_listed_with_its_status_and_time(self):
         status, _, body = self.get("/v1/proxy?path=/json", "obs-proxy")
