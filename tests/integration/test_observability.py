@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import signal
-import socket
+import tempfile
 import threading
 import time
 import unittest
@@ -449,6 +449,27 @@ class TraceTest(ObservedGateway):
             self.assertTrue(trace["sampled"])
             self.assertEqual(up["traceparent"][:36], "00-%s-" % trace["trace_id"])
             self.assertEqual(line["trace"], trace["trace_id"])
+
+
+@harness.require_binary
+class ObservabilityConfigTest(unittest.TestCase):
+
+    def refused(self, line):
+        d = tempfile.mkdtemp(prefix="luagate-obs-conf-")
+        path = harness.write_file(os.path.join(d, "gw.conf"), 'listen = "127.0.0.1:1"\nroutes = %s\n%s\n'
+                                  % (harness.to_lua(harness.ROUTES), line))
+        try:
+            p = harness.run_luagate(["-t", "-c", path])
+            self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+            return p.stderr
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def test_bad_values_are_refused_with_file_line_and_key(self):
+        self.assertIn("gw.conf:3: metrics_listen: expected \"host:port\"", self.refused('metrics_listen = "9145"'))
+        self.assertIn("gw.conf:3: metrics_listen: expected \"host:port\" or \"off\"", self.refused("metrics_listen = 9145"))
+        self.assertIn("gw.conf:3: access_log_format: expected one of combined, json", self.refused('access_log_format = "xml"'))
+        self.assertIn("gw.conf:3: access_log: expected a string", self.refused("access_log = false"))
 
 
 if __name__ == "__main__":
