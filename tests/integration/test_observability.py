@@ -12,7 +12,6 @@ import shutil
 import signal
 import tempfile
 import threading
-import time
 import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
