@@ -2,6 +2,7 @@
 #include "metrics_shm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -65,7 +66,11 @@ ms_slot *ms_slot_of_pid(ms_region *r, int pid, int *index) {
 }
 
 void ms_release(ms_region *r, int index) {
-    __atomic_store_n(&slot_at(r->base, index)->live, 0, __ATOMIC_RELEASE);
+    ms_slot *s = slot_at(r->base, index);
+    __atomic_store_n(&s->live, 0, __ATOMIC_RELEASE);
+    /* Zeroed for the next worker, and its pages given back: a worker touches only what it counts. */
+    off_t at = (off_t)(MS_HEADER_SIZE + (size_t)index * MS_SLOT_SIZE);
+    if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, (off_t)MS_SLOT_SIZE)) memset(s, 0, sizeof *s);
     __atomic_store_n(&r->header->owner[index], 0, __ATOMIC_RELEASE);
 }
 
@@ -84,9 +89,7 @@ ms_slot *ms_attach(int fd, int worker_id, int generation) {
             __atomic_store_n(&h->owner[i], 0, __ATOMIC_RELEASE);
             break;
         }
-        s = p;
-        /* A slot freed by the master still holds its last worker's counts (kept by the master). */
-        memset(s, 0, sizeof *s);
+        s = p; /* zero: new, or emptied by the master when its last worker exited (ms_release) */
         s->worker_id = worker_id;
         s->generation = generation;
         s->pid = pid;
