@@ -1,5 +1,6 @@
 #include "observe.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -49,7 +50,7 @@ static void on_tick(uv_timer_t *t) {
 
 int observe_open(gw_observe **out, uv_loop_t *loop, const observe_options *opts) {
     gw_observe *o = calloc(1, sizeof *o);
-    if (!o) return -1;
+    if (!o) return -ENOMEM;
     o->connections = opts->connections;
     o->arg = opts->arg;
     o->worker_id = opts->worker_id;
