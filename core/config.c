@@ -86,6 +86,14 @@ int config_load(lua_State *L, const char *path, gw_config *out, char *err, size_
     out->nupstreams = count_upstreams(L);
     string_field(L, "log_level", out->log_level, sizeof out->log_level);
     string_field(L, "error_log", out->error_log, sizeof out->error_log);
+    string_field(L, "access_log", out->access_log, sizeof out->access_log);
+    char format[16];
+    string_field(L, "access_log_format", format, sizeof format);
+    out->access_log_json = strcmp(format, "json") == 0;
+    lua_getfield(L, -1, "metrics_listen");
+    string_field(L, "host", out->metrics_listen.host, sizeof out->metrics_listen.host);
+    out->metrics_listen.port = (int)number_field(L, "port");
+    lua_pop(L, 1);
     string_field(L, "pid", out->pid, sizeof out->pid);
     return 0;
 }

@@ -30,6 +30,9 @@ typedef struct gw_config {
     int nupstreams;
     char log_level[16];
     char error_log[4096]; /* "stderr" or a path */
+    char access_log[4096]; /* "stdout", "off" or a path */
+    bool access_log_json;  /* else nginx's combined, and luagate's fields */
+    gw_address metrics_listen; /* port -1: off */
     char pid[4096];
 } gw_config;
 

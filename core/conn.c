@@ -72,6 +72,10 @@ struct gw_conn {
     unsigned requests;        /* requests begun on this connection */
     char id[65]; /* the request id: the client's (up to 64 characters) or a generated one */
     char remote[64];
+    /* For the log phase (app.on_complete): what the request in progress was sent, since when. */
+    uint64_t started_ns, head_sent, body_sent;
+    int sent_status;
+    bool unlogged; /* handed to the app, or answered by conn_fail, and not completed yet */
 };
 
 static void conn_process(gw_conn *c);
@@ -92,6 +96,7 @@ enum deadline_kind { DL_NONE, DL_IDLE, DL_GRACE, DL_HEAD, DL_READ, DL_BODY, DL_A
 static void conn_fail(gw_conn *c, int status, const char *message);
 static void conn_abort_request(gw_conn *c);
 static void conn_end(gw_conn *c);
+static void conn_complete(gw_conn *c, enum gw_end_how how);
 
 static uint64_t now_ms(const gw_conn *c) {
     return uv_now(c->srv->loop);
@@ -198,6 +203,7 @@ static void on_timeout(uv_timer_t *t) {
 static void conn_free(gw_conn *c) {
     if (c->ready.queued) {
         ready_cancel(&c->srv->ready, &c->ready);
+        conn_complete(c, GW_END_GONE);
         conn_abort_request(c);
     }
     request_parser_free(&c->rp);
@@ -222,6 +228,16 @@ static void on_transport_closed(gw_transport *t) {
     if (--c->open_handles == 0) conn_free(c);
 }
 
+/* The request's end, once, for the app's log phase. */
+static void conn_complete(gw_conn *c, enum gw_end_how how) {
+    if (!c->unlogged) return;
+    c->unlogged = false;
+    if (!c->srv->app.on_complete) return;
+    gw_request_end e = {.status = c->sent_status, .how = how, .head_bytes = c->head_sent, .body_bytes = c->body_sent,
+                        .duration_ns = uv_hrtime() - c->started_ns};
+    c->srv->app.on_complete(&c->req, &e, c->srv->app.data);
+}
+
 /* The app lets go of the request in flight: its answer would have nowhere to go. */
 static void conn_abort_request(gw_conn *c) {
     if (!c->in_flight) return;
@@ -231,7 +247,9 @@ static void conn_abort_request(gw_conn *c) {
 }
 
 static void on_abort_ready(gw_ready_item *it) {
-    conn_abort_request((gw_conn *)((char *)it - offsetof(gw_conn, ready)));
+    gw_conn *c = (gw_conn *)((char *)it - offsetof(gw_conn, ready));
+    conn_complete(c, GW_END_GONE);
+    conn_abort_request(c);
 }
 
 /* The app hears that its request is gone from the loop: never inside one of its own calls that
@@ -356,6 +374,9 @@ static void conn_send(gw_conn *c, const gw_response *resp, bool keep_alive) {
                         uv_buf_init((char *)resp->body, (unsigned)resp->body_len)};
     bool no_body = c->req.is_head || resp->status < 200 || resp->status == 204 || resp->status == 304;
     unsigned n = (no_body || !resp->body || resp->body_len == 0) ? 1 : 2;
+    c->sent_status = resp->status;
+    c->head_sent += c->out.len;
+    if (n == 2) c->body_sent += resp->body_len;
     if (transport_write(tr(c), bufs, n) < 0) {
         conn_close(c);
         return;
@@ -379,6 +400,7 @@ static bool answer_keeps_alive(gw_conn *c) {
 
 /* The answer is all handed to the transport: on to the next request, or out. */
 static void request_finished(gw_conn *c, bool keep_alive) {
+    conn_complete(c, GW_END_DONE);
     c->in_flight = c->streaming = c->early = c->want_writable = false;
     if (c->closing) return;
     if (c->body_paused) { /* the rest of a streamed body that was not read: the connection ends */
@@ -449,6 +471,7 @@ int server_write_body(gw_request *req, const char *data, size_t len) {
     gw_conn *c = conn_of_request(req);
     if (!c->in_flight || !c->streaming || c->closing) return UV_ECANCELED;
     if (c->discard_body || len == 0) return 0;
+    c->body_sent += len;
     int r;
     if (c->chunked_out) {
         char size[20];
@@ -482,6 +505,7 @@ void server_end_body(gw_request *req) {
 void server_abort_body(gw_request *req) {
     gw_conn *c = conn_of_request(req);
     if (!c->in_flight || c->closing) return;
+    conn_complete(c, GW_END_CUT);
     c->in_flight = false;
     log_info("request %s: the answer could not be completed; closing the connection", c->req.id);
     conn_close(c);
@@ -546,7 +570,11 @@ static void conn_fail(gw_conn *c, int status, const char *message) {
     log_debug("%s: %d %s", c->remote, status, message); /* client-caused: not worth a line each at info */
     c->req.http_minor = 1;
     c->req.is_head = false;
+    c->req.remote = c->remote;
+    c->req.id = id;
+    c->unlogged = true;
     conn_send(c, &r, false);
+    conn_complete(c, GW_END_DONE);
     conn_linger(c);
 }
 
@@ -558,6 +586,9 @@ static void on_request_begin(void *owner) {
     gw_conn *c = owner;
     const gw_limits *l = &c->srv->limits;
     memset(&c->req, 0, sizeof c->req);
+    c->started_ns = uv_hrtime();
+    c->head_sent = c->body_sent = 0;
+    c->sent_status = 0;
     c->last_read = now_ms(c);
     if (c->requests++ > 0) c->head_deadline = l->header_timeout_ms ? c->last_read + l->header_timeout_ms : 0;
     c->body_deadline = l->body_timeout_ms ? c->last_read + l->body_timeout_ms : 0;
@@ -607,6 +638,7 @@ static int conn_parse(gw_conn *c, const char *data, size_t len, size_t *used) {
 
 static void conn_dispatch(gw_conn *c, bool early) {
     c->in_flight = true;
+    c->unlogged = true;
     c->early = early;
     c->continue_sent = false;
     uint64_t ms = c->srv->limits.handler_timeout_ms;
@@ -664,6 +696,7 @@ static void conn_process(gw_conn *c) {
 static void on_peer_half_close(gw_conn *c) {
     c->peer_eof = true; /* the FIN lingering waits for is here: on_shutdown closes at once */
     transport_read_stop(tr(c));
+    conn_complete(c, GW_END_GONE);
     conn_abort_request(c);
     conn_linger(c);
 }

@@ -208,7 +208,7 @@ void fetch_upstream_release(gw_upstream *u) {
 
 /* ---- header lines ---- */
 
-enum { LINE_HOST = 1, LINE_FORWARDED = 2 };
+enum { LINE_HOST = 1, LINE_FORWARDED = 2, LINE_TRACEPARENT = 4 };
 
 /* A line of an upstream or a call: -1 when it is never sent (hop-by-hop, or the framing, which is
  * written from the body), else 0 or what it is (LINE_*). */
@@ -216,6 +216,7 @@ static int line_kind(const char *line, size_t nlen) {
     if (header_hop_by_hop(line, nlen)) return -1;
     switch (nlen) {
     case 4: return strncasecmp(line, "host", 4) == 0 ? LINE_HOST : 0;
+    case 11: return strncasecmp(line, "traceparent", 11) == 0 ? LINE_TRACEPARENT : 0;
     case 14: return strncasecmp(line, "content-length", 14) == 0 ? -1 : 0;
     case 15: return strncasecmp(line, "x-forwarded-for", 15) == 0 ? LINE_FORWARDED : 0;
     case 16: return strncasecmp(line, "x-forwarded-host", 16) == 0 ? LINE_FORWARDED : 0;
@@ -571,6 +572,10 @@ static int transfer_prepare(gw_transfer *t, const gw_fetch_request *r) {
     if (!(given & LINE_HOST) && u->host_line.len && buf_append(&t->lines, u->host_line.data, u->host_line.len))
         return UV_ENOMEM;
     if (forwarded && append_forwarded(&t->lines, r->forwarded)) return UV_ENOMEM;
+    if (r->traceparent && !(given & LINE_TRACEPARENT) && /* unless the handler gave its own */
+        (buf_append(&t->lines, "traceparent: ", 13) || buf_append_str(&t->lines, r->traceparent) ||
+         buf_append(&t->lines, "\r\n", 2)))
+        return UV_ENOMEM;
     if (r->request_id && *r->request_id &&
         (buf_append_str(&t->lines, "X-Request-Id: ") || buf_append_str(&t->lines, r->request_id) ||
          buf_append(&t->lines, "\r\n", 2)))

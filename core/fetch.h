@@ -116,6 +116,7 @@ typedef struct gw_fetch_request {
     bool stream;           /* deliver the answer's body in chunks (else whole, in on_end) */
     const char *request_id;
     const gw_forwarded *forwarded; /* the client's, for an upstream that is told; or NULL */
+    const char *traceparent; /* sent as traceparent unless a header line gives one, or NULL */
 } gw_fetch_request;
 
 typedef struct gw_fetch_head {

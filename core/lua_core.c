@@ -538,6 +538,7 @@ int luaopen_luagate_core(lua_State *L) {
     http_register(L, rt);
     lua_redis_register(L, rt);
     lua_limit_register(L);
+    metrics_register(L, rt);
     lua_pushlightuserdata(L, &runtime_wait_token);
     lua_setfield(L, -2, "WAIT");
     lua_pushstring(L, LUAGATE_VERSION);

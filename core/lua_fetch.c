@@ -103,7 +103,13 @@ struct upstream_stream {
     bool ended;
     bool paused;
     char *error;         /* "kind: detail" when it failed */
+    gw_call_obs call;    /* for metrics and the log */
 };
+
+/* The call ended (err: it failed; else answered, or cancelled before its head). */
+static void call_end(gw_task *t, gw_call_obs *c, const gw_fetch_error *err) {
+    observe_call_end(t->rt->obs, &t->obs, c, err, t->id);
+}
 
 static void stream_free(upstream_stream *s) {
     gw_task *t = s->task;
@@ -112,6 +118,7 @@ static void stream_free(upstream_stream *s) {
     else t->streams = s->next;
     if (s->next) s->next->prev = s->prev;
     if (t->pipe == s) t->pipe = NULL;
+    call_end(t, &s->call, NULL); /* cancelled, unless it ended already */
     if (s->xfer) fetch_cancel(s->xfer);
     buf_free(&s->buf);
     buf_free(&s->head);
@@ -146,6 +153,7 @@ typedef struct fetch_op {
     size_t ctype_off, ctype_len;
     bool has_ctype;
     gw_fetch_body body; /* a buffered answer, taken over from the transfer */
+    gw_call_obs call;
 } fetch_op;
 
 /* The head, kept in into (the op's for a buffered call, the stream's for a streamed one). */
@@ -164,13 +172,13 @@ static void fetch_op_fail(fetch_op *f, const gw_fetch_error *e) {
     size_t n = strlen(fetch_error_name(e->kind)) + strlen(e->detail) + 3;
     f->error = malloc(n);
     if (f->error) snprintf(f->error, n, "%s: %s", fetch_error_name(e->kind), e->detail);
-    log_warn("request %s: upstream call failed: %s: %s", f->op.task->id, fetch_error_name(e->kind), e->detail);
     op_complete(&f->op);
 }
 
 /* Buffered calls: the answer whole. */
 static void buffered_on_head(void *data, const gw_fetch_head *h) {
     fetch_op *f = data;
+    f->call.status = (int16_t)h->status;
     fetch_op_head(f, h, &f->head);
 }
 
@@ -182,6 +190,7 @@ static bool buffered_on_body(void *data, const char *chunk, size_t len) {
 static void buffered_on_end(void *data, gw_fetch_body *body) {
     fetch_op *f = data;
     f->xfer = NULL;
+    call_end(f->op.task, &f->call, NULL);
     f->body = *body; /* no copy: an answer may be tens of megabytes */
     *body = (gw_fetch_body){0};
     op_complete(&f->op);
@@ -190,6 +199,7 @@ static void buffered_on_end(void *data, gw_fetch_body *body) {
 static void buffered_on_error(void *data, const gw_fetch_error *e) {
     fetch_op *f = data;
     f->xfer = NULL;
+    call_end(f->op.task, &f->call, e);
     fetch_op_fail(f, e);
 }
 
@@ -220,6 +230,7 @@ static int fetch_deliver(gw_op *op, lua_State *co) {
 
 static void fetch_op_cancel(gw_op *op) {
     fetch_op *f = (fetch_op *)op;
+    call_end(op->task, &f->call, NULL);
     if (f->xfer) fetch_cancel(f->xfer);
     f->xfer = NULL;
     if (f->stream) stream_free(f->stream); /* the head never came: nobody will read it */
@@ -251,6 +262,7 @@ static void stream_on_head(void *data, const gw_fetch_head *h) {
     fetch_op *f = s->head_op;
     s->declared = h->content_length;
     s->length = h->no_body ? 0 : h->content_length;
+    s->call.status = (int16_t)h->status;
     s->head_op = NULL; /* from here on the stream outlives the op: the task holds it */
     fetch_op_head(f, h, &s->head);
     op_complete(&f->op);
@@ -283,6 +295,7 @@ static void stream_on_end(void *data, gw_fetch_body *body) {
     upstream_stream *s = data;
     s->xfer = NULL;
     s->ended = true;
+    call_end(s->task, &s->call, NULL);
     if (s->pipe_op) pipe_flush(s);
     else reader_wake(s);
 }
@@ -291,6 +304,7 @@ static void stream_on_error(void *data, const gw_fetch_error *e) {
     upstream_stream *s = data;
     s->xfer = NULL;
     s->ended = true;
+    call_end(s->task, &s->call, e);
     size_t n = strlen(fetch_error_name(e->kind)) + strlen(e->detail) + 3;
     if ((s->error = malloc(n))) snprintf(s->error, n, "%s: %s", fetch_error_name(e->kind), e->detail);
     if (s->head_op) { /* before the head: the fetch itself fails */
@@ -333,7 +347,7 @@ static const char *call_lines(lua_State *L, int idx, call_args *a) {
 }
 
 /* core.fetch(upstream | nil, method, target, lines, body | true, stream, timeout, connect_timeout,
- *            retries, auth_set, userpwd, bearer) -> id | nil, err */
+ *            retries, auth_set, userpwd, bearer, upstream_id) -> id | nil, err */
 static int l_fetch(lua_State *L) {
     gw_task *t = op_owner(L, "fetch");
     gw_runtime *rt = runtime_of(L);
@@ -359,6 +373,9 @@ static int l_fetch(lua_State *L) {
         forwarded_of(t->req, &rt->trusted, &fw);
         r->forwarded = &fw;
     }
+    char traceparent[TRACEPARENT_LEN + 1];
+    observe_traceparent(rt->obs, &t->obs, traceparent);
+    r->traceparent = traceparent[0] ? traceparent : NULL;
     if (err) {
         free(a.more);
         lua_pushnil(L);
@@ -397,6 +414,7 @@ static int l_fetch(lua_State *L) {
         lua_pushstring(L, err);
         return 2;
     }
+    observe_call_begin(rt->obs, &t->obs, s ? &s->call : &f->call, (int)lua_tointeger(L, 13));
     lua_pushinteger(L, f->op.id);
     return 1;
 }

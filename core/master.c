@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -31,6 +32,7 @@
 #include "pidfile.h"
 #include "server.h"
 #include "shm.h"
+#include "status_http.h"
 
 /* A worker that dies sooner than this after its start is restarted only after the same delay:
  * a worker that cannot start must not turn the master into a fork loop. */
@@ -123,6 +125,9 @@ struct master {
     int pid;
     char oldbin[4200];
     int status;
+    gw_status *metrics; /* the metrics region, /metrics, health and the status page */
+    uint64_t restarts, reloads, reloads_failed;
+    uint64_t started_unix;
 };
 
 static void reload_done(master *m);
@@ -300,12 +305,14 @@ static void on_worker_exit(uv_process_t *p, int64_t status, int signum) {
     master *m = g->m;
     w->running = false;
     g->running--;
+    status_worker_exited(m->metrics, p->pid); /* its counts are kept */
     if (w->piped) { /* before a restart re-initialises it */
         uv_close((uv_handle_t *)&w->ready_pipe, worker_handle_closed);
         w->piped = false;
     }
     bool clean = status == 0 && signum == 0;
     if (g->state == GEN_SERVING) {
+        m->restarts++;
         if (signum) log_error("worker %d (pid %d) was killed by signal %d; starting another", w->id, p->pid, signum);
         else log_error("worker %d (pid %d) exited with status %d; starting another", w->id, p->pid, (int)status);
     } else if (g->state == GEN_STARTING) {
@@ -359,7 +366,7 @@ static void start_worker(worker *w) {
     snprintf(gen, sizeof gen, "%d", g->number);
     snprintf(pid, sizeof pid, "%d", m->pid);
     char *args[] = {m->exe, "-c", (char *)m->conf_path, "--worker", id, "--generation", gen, "--master", pid, NULL};
-    uv_stdio_container_t stdio[FIRST_FD + GW_MAX_LISTEN + 2] = {
+    uv_stdio_container_t stdio[FIRST_FD + GW_MAX_LISTEN + 3] = { /* the listeners, shm, metrics, ready */
         {.flags = UV_INHERIT_FD, .data.fd = 0},
         {.flags = UV_INHERIT_FD, .data.fd = 1},
         {.flags = UV_INHERIT_FD, .data.fd = 2},
@@ -372,6 +379,10 @@ static void start_worker(worker *w) {
     if (m->shm_fd >= 0) {
         stdio[n] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = m->shm_fd};
         fds_add(fds, sizeof fds, "shm", n++);
+    }
+    if (g->cfg.metrics_listen.port >= 0 && status_region_fd(m->metrics) >= 0) {
+        stdio[n] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = status_region_fd(m->metrics)};
+        fds_add(fds, sizeof fds, "metrics", n++);
     }
     uv_pipe_init(&m->loop, &w->ready_pipe, 0);
     w->ready_pipe.data = w;
@@ -458,6 +469,7 @@ static void gen_fail(generation *g, const char *why) {
     if (g->state != GEN_STARTING) return;
     if (m->serving) log_error("reload failed: generation %d: %s; generation %d keeps serving", g->number, why,
                               m->serving->number);
+    if (m->serving) m->reloads_failed++;
     else log_error("generation %d: %s", g->number, why);
     /* Not ready yet means not accepting yet (a worker reports ready once it accepts), so there is
      * nothing to drain; a worker stuck in a script's top-level code would not see a SIGTERM. */
@@ -493,6 +505,7 @@ static void adopt_settings(master *m, const gw_config *cfg) {
                             strerror(-r));
         else pidfile_remove(m->cfg.pid, m->pid);
     }
+    status_listen(m->metrics, &cfg->metrics_listen);
     m->cfg = *cfg;
 }
 
@@ -513,6 +526,7 @@ static void gen_serving(generation *g) {
     m->serving = g;
     adopt_settings(m, &g->cfg);
     if (old) {
+        m->reloads++;
         log_summary(m, g, "reloaded");
         log_info("generation %d drains: its workers finish their requests in flight", old->number);
         gen_stop(old, SIGTERM, false);
@@ -607,6 +621,7 @@ static int child_spawn(master *m, child *c, char **args, char **env, uv_stdio_co
 static void refuse(master *m, const char *why) {
     if (m->started) {
         log_error("reload refused: %s; generation %d keeps serving", why, m->serving->number);
+        m->reloads_failed++;
     } else {
         fprintf(stderr, "luagate: %s\n", why);
         m->status = 1;
@@ -850,6 +865,16 @@ static void maybe_finish(master *m) {
         if (!uv_is_closing((uv_handle_t *)&m->signals[i])) uv_close((uv_handle_t *)&m->signals[i], on_closed_nothing);
     if (!uv_is_closing((uv_handle_t *)&m->heir_timer)) uv_close((uv_handle_t *)&m->heir_timer, on_closed_nothing);
     if (!uv_is_closing((uv_handle_t *)&m->check_timer)) uv_close((uv_handle_t *)&m->check_timer, on_closed_nothing);
+    status_close(m->metrics);
+}
+
+/* For /metrics, the health endpoints and the status page: what only the master knows. */
+static void master_figures_of(void *arg, master_figures *out) {
+    master *m = arg;
+    *out = (master_figures){.generation = m->serving ? m->serving->number : 0, .workers = m->cfg.workers,
+                            .ready = m->serving && !m->stop_signal && !m->upgrading, .restarts = m->restarts,
+                            .reloads = m->reloads, .reloads_failed = m->reloads_failed,
+                            .started_unix = m->started_unix};
 }
 
 int master_run(const char *conf_path, const char *lua_dir) {
@@ -880,6 +905,10 @@ int master_run(const char *conf_path, const char *lua_dir) {
     m.heir_timer.data = m.check_timer.data = &m;
     int r = shm_create(&m.shm_fd); /* before any worker: every generation shares it */
     if (r < 0) log_error("no memory shared by the workers (%s): \"shared\" limits count per worker", strerror(-r));
+    char page[4200];
+    snprintf(page, sizeof page, "%s/luagate/status.html", lua_dir);
+    m.started_unix = (uint64_t)time(NULL);
+    m.metrics = status_open(&m.loop, master_figures_of, &m, page);
     start_reload(&m);
     uv_run(&m.loop, UV_RUN_DEFAULT);
     r = uv_loop_close(&m.loop);

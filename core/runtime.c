@@ -68,6 +68,8 @@ gw_task *task_new(gw_runtime *rt, lua_State *host) {
 
 void task_free(gw_task *t) {
     gw_runtime *rt = t->rt;
+    observe_request_drop(rt->obs, &t->obs); /* its answer could not be sent: the end comes later */
+    if (t->req_ref) luaL_unref(rt->L, LUA_REGISTRYINDEX, t->req_ref);
     while (t->ops) op_cancel(t->ops);
     streams_close(t);
     /* A coroutine that returned can run another function; one that failed or still waits cannot. */
@@ -205,6 +207,10 @@ void task_resume(gw_task *t, int nargs) {
     int st = lua_resume(t->co, nargs);
     t->running = false;
     rt->current = prev;
+    if (rt->route_cell) { /* the router ran in this resume */
+        t->obs.route = (uint16_t)rt->route_cell;
+        rt->route_cell = 0;
+    }
 
     if (st == LUA_YIELD) {
         if (lua_gettop(t->co) == 1 && lua_touserdata(t->co, 1) == &runtime_wait_token && !t->aborted) {
@@ -366,6 +372,7 @@ static void on_request(gw_request *req, void *data) {
     req->app_data = t;
     size_t id_len = strlen(req->id); /* at most 64: conn.c checks */
     memcpy(t->id, req->id, id_len + 1);
+    observe_request_begin(rt->obs, &t->obs, req);
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, a->dispatch_ref);
     task_resume(t, push_request(t->co, req));
 }
@@ -382,10 +389,18 @@ static void on_writable(gw_request *req, void *data) {
     if (t) http_on_writable(t);
 }
 
+static void on_complete(gw_request *req, const gw_request_end *end, void *data) {
+    gw_lua_app *a = data;
+    gw_req_obs *r = req->obs;
+    if (r && r->begun && !r->ended) log_phase_queue((gw_task *)((char *)r - offsetof(gw_task, obs)), end);
+    observe_request_end(a->rt->obs, req, end);
+}
+
 static void on_abort(gw_request *req, void *data) {
-    (void)data;
+    gw_lua_app *a = data;
     gw_task *t = req->app_data;
     if (!t) return;
+    observe_request_drop(a->rt->obs, &t->obs);
     req->app_data = NULL;
     t->req = NULL;
     log_debug("request %s: client closed the connection before the response; handler stopped", req->id);
@@ -405,7 +420,7 @@ gw_lua_app *runtime_app_new(gw_runtime *rt, gw_app *app_out) {
     a->rt = rt;
     a->dispatch_ref = luaL_ref(rt->L, LUA_REGISTRYINDEX);
     *app_out = (gw_app){.on_request = on_request, .on_abort = on_abort, .on_body = on_body,
-                        .on_writable = on_writable, .data = a};
+                        .on_writable = on_writable, .on_complete = on_complete, .data = a};
     return a;
 }
 
@@ -420,6 +435,7 @@ int runtime_new(gw_runtime **out, uv_loop_t *loop, const char *lua_dir, long ups
     gw_runtime *rt = calloc(1, sizeof *rt);
     if (!rt) return UV_ENOMEM;
     rt->loop = loop;
+    rt->log_ref = LUA_NOREF;
     int r = fetch_init(&rt->fetch, loop, upstream_keepalive);
     if (r < 0) {
         free(rt);
@@ -460,6 +476,11 @@ void runtime_set_upstream_keepalive(gw_runtime *rt, long n) {
 
 void runtime_set_worker_id(gw_runtime *rt, int id) {
     rt->worker_id = id;
+}
+
+void runtime_set_observe(gw_runtime *rt, gw_observe *o) {
+    rt->obs = o;
+    observe_set_fetch(o, rt->fetch);
 }
 
 lua_State *runtime_lua(gw_runtime *rt) {

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "fetch.h"
+#include "observe.h"
 #include "server.h"
 
 typedef struct gw_runtime gw_runtime;
@@ -28,6 +29,8 @@ void runtime_close_servers(gw_runtime *rt);
 void runtime_set_upstream_keepalive(gw_runtime *rt, long n);
 /* Which worker of a master this is (1..n), for gw.stats(); 0 (the default) when on its own. */
 void runtime_set_worker_id(gw_runtime *rt, int id);
+/* Count requests and upstream calls, and log them (the worker's; before the routes load). */
+void runtime_set_observe(gw_runtime *rt, gw_observe *o);
 
 /* Once every server has closed: no request runs any more. Frees the runtime and its Lua state. */
 void runtime_close(gw_runtime *rt);

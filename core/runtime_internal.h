@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "forwarded.h"
+#include "observe.h"
 #include "ready.h"
 #include "runtime.h"
 
@@ -31,6 +32,9 @@ struct gw_runtime {
     struct lua_server *servers; /* opened by core.listen */
     int next_server_id;
     int worker_id; /* 1..n under a master, else 0 */
+    gw_observe *obs; /* metrics and the access log: NULL outside a worker */
+    int32_t route_cell; /* the route the running handler's router matched (lua_metrics.c), until taken */
+    int log_ref;        /* the Lua log phase, run after each request's end; LUA_NOREF when none */
     /* Coroutines whose handler returned normally, kept for the next requests: creating and
      * collecting a coroutine per request is a large part of a short request's cost. */
     struct spare_thread { lua_State *co; int ref; } spare[256];
@@ -61,6 +65,8 @@ struct gw_task {
     void (*source_wake)(void *arg);
     void *source_arg;
     char id[65]; /* request id, passed on to upstreams and put in log lines; "" for none */
+    gw_req_obs obs; /* its route, trace and upstream calls, for the log phase */
+    int req_ref;    /* its Lua req table, kept for the log phase (0: none) */
     int status; /* lua_resume's result once finished */
     bool running;
     bool finished;
@@ -140,6 +146,11 @@ bool runtime_header_skipped(const char *name, size_t len);
 void fetch_register(lua_State *L, gw_runtime *rt);
 void streams_close(gw_task *t);       /* cancel what the task still holds */
 void stream_on_writable(gw_task *t);  /* the client takes more of a piped answer */
+
+/* lua_metrics.c: route and upstream ids, gw.metrics, gw.trace, the log phase */
+void metrics_register(lua_State *L, gw_runtime *rt);
+/* The request of t has ended: its Lua log phase runs from the loop, if there is one. */
+void log_phase_queue(gw_task *t, const gw_request_end *end);
 
 /* lua_http.c */
 void http_register(lua_State *L, gw_runtime *rt);

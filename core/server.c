@@ -201,6 +201,10 @@ int server_port(const gw_server *s) {
     return sockaddr_port(&sa);
 }
 
+size_t server_connections(const gw_server *s) {
+    return s->nconns;
+}
+
 void server_drain(gw_server *srv, uint64_t min_idle_ms, void (*on_closed)(void *arg), void *arg) {
     if (srv->draining) return;
     srv->draining = true;

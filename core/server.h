@@ -39,7 +39,22 @@ typedef struct gw_request {
     int64_t content_length; /* as the client said it; -1 for a chunked body */
     bool body_too_large;    /* over max_body_size (its length, or all of it): it cannot be buffered */
     void *app_data; /* the app's own state for this request */
+    void *obs;      /* the app's record of it for its log phase (app.on_complete), or NULL */
 } gw_request;
+
+/* How a request ended, for the app's log phase. */
+enum gw_end_how {
+    GW_END_DONE, /* its answer was handed to the connection whole */
+    GW_END_CUT,  /* its answer was cut (server_abort_body): the connection closed */
+    GW_END_GONE, /* the connection closed before its answer was complete (the client left) */
+};
+
+typedef struct gw_request_end {
+    int status; /* the status sent; 0 when no answer went out */
+    enum gw_end_how how;
+    uint64_t head_bytes, body_bytes; /* handed to the connection */
+    uint64_t duration_ns;            /* from the request's first byte to its end */
+} gw_request_end;
 
 typedef struct gw_limits {
     size_t max_header_size; /* request line + headers, bytes: over it, 431 */
@@ -61,6 +76,10 @@ typedef struct gw_app {
     void (*on_body)(gw_request *req, void *data);
     /* A streamed answer that server_write_body said was backed up can take more now. */
     void (*on_writable)(gw_request *req, void *data);
+    /* Optional: the request has ended for good (answered, cut, or its client left), once for each
+     * request handed to the app and for each error answer the server made itself (req then holds
+     * what was parsed of it). Called before on_abort; req and its headers are valid during the call. */
+    void (*on_complete)(gw_request *req, const gw_request_end *end, void *data);
     void *data;
 } gw_app;
 
@@ -79,6 +98,8 @@ int server_open(gw_server **out, uv_loop_t *loop, int fd, const gw_limits *limit
  * *port 0 takes any free port and is set to it. 0 and *fd_out, or a negative libuv error. */
 int server_listen_socket(const char *host, int *port, int backlog, int *fd_out);
 int server_port(const gw_server *s);
+/* Client connections open (for metrics). */
+size_t server_connections(const gw_server *s);
 
 /* Answer a request the server handed to the app. */
 void server_respond(gw_request *req, const gw_response *resp);

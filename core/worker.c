@@ -14,6 +14,7 @@
 #include "config.h"
 #include "fds.h"
 #include "log.h"
+#include "observe.h"
 #include "runtime.h"
 #include "server.h"
 #include "shm.h"
@@ -57,6 +58,7 @@ struct worker {
     uv_loop_t loop;
     gw_runtime *rt;
     gw_lua_app *app;
+    gw_observe *obs;
     gw_config cfg;
     served srv[GW_MAX_LISTEN];
     int nsrv;  /* servers started */
@@ -85,6 +87,7 @@ static void on_server_closed(void *arg) {
     for (size_t i = 0; i < sizeof w->signals / sizeof w->signals[0]; i++)
         uv_close((uv_handle_t *)&w->signals[i], on_handle_closed);
     uv_close((uv_handle_t *)&w->shutdown_timer, on_handle_closed);
+    observe_close(w->obs); /* flushes the access log */
     runtime_app_free(w->app);
     w->app = NULL;
     runtime_close(w->rt);
@@ -177,6 +180,7 @@ static int finish_loop(uv_loop_t *loop) {
 static int fail(worker *w, const char *why) {
     log_error("%s", why);
     for (int i = 0; i < w->nsrv; i++) server_shutdown(w->srv[i].srv, NULL, NULL);
+    observe_close(w->obs);
     if (w->app) runtime_app_free(w->app);
     if (w->rt) runtime_close(w->rt);
     finish_loop(&w->loop);
@@ -191,6 +195,24 @@ static void report_ready(int fd, int routes) {
     close(fd);
 }
 
+static size_t open_connections(void *arg) {
+    worker *w = arg;
+    size_t n = 0;
+    for (int i = 0; i < w->nsrv; i++)
+        if (w->srv[i].srv) n += server_connections(w->srv[i].srv);
+    return n;
+}
+
+/* The access log and the metrics slot (the master's region, "metrics" when it hands one). */
+static void start_observing(worker *w, const worker_options *o, int metrics_fd) {
+    observe_options opts = {.access_log = w->cfg.access_log, .format = w->cfg.access_log_json ? ACCESS_JSON : ACCESS_COMBINED,
+                            .metrics_fd = metrics_fd, .worker_id = o->id, .generation = o->generation,
+                            .connections = open_connections, .arg = w};
+    int r = observe_open(&w->obs, &w->loop, &opts);
+    if (r < 0) log_error("access_log %s: %s; requests are not logged", w->cfg.access_log, strerror(-r));
+    runtime_set_observe(w->rt, w->obs);
+}
+
 int worker_run(const worker_options *o) {
     /* Stop with the master, whatever killed it; it may have died before this line. */
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != o->master_pid) return 1;
@@ -202,6 +224,8 @@ int worker_run(const worker_options *o) {
     }
     int shm_fd;
     if (fds_get("shm", &shm_fd, 1) == 1) shm_adopt(shm_fd);
+    int metrics_fd = -1;
+    if (fds_get("metrics", &metrics_fd, 1) != 1) metrics_fd = -1;
     fds_forget();
 
     worker w = {.master_pid = o->master_pid};
@@ -216,6 +240,7 @@ int worker_run(const worker_options *o) {
     runtime_set_upstream_keepalive(w.rt, w.cfg.upstream_keepalive);
     runtime_set_worker_id(w.rt, o->id);
     apply_bounds(&w.cfg);
+    start_observing(&w, o, metrics_fd);
     int routes;
     if (boot(L, &routes)) return fail(&w, lua_tostring(L, -1));
     gw_app app;

@@ -5,10 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access_log.h"
 #include "buf.h"
 #include "fds.h"
 #include "http_date.h"
+#include "metrics_agg.h"
 #include "response.h"
+#include "trace.h"
+#include <unistd.h>
 
 static int failures, checks;
 
@@ -128,7 +132,80 @@ static void test_fds(void) {
     CHECK(getenv(FDS_ENV) == NULL && fds_get("listen", fds, 4) == 0);
 }
 
+static void test_trace(void) {
+    gw_trace t = {0};
+    const char *ok = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    CHECK(trace_parse(&t, ok, strlen(ok)));
+    CHECK(t.trace_hi == 0x0af7651916cd43ddULL && t.trace_lo == 0x8448eb211c80319cULL);
+    CHECK(t.parent == 0xb7ad6b7169203331ULL && t.flags == 1);
+    char out[TRACEPARENT_LEN + 1];
+    trace_format(&t, 0xb7ad6b7169203331ULL, out);
+    CHECK(strcmp(out, ok) == 0);
+    const char *bad[] = {
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", /* upper case */
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01", /* zero trace */
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", /* zero parent */
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", /* version ff */
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x", /* 00 with more */
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01",   /* short */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) CHECK(!trace_parse(&t, bad[i], strlen(bad[i])));
+    const char *later = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-more";
+    CHECK(trace_parse(&t, later, strlen(later)) && t.flags == 0); /* a later version: read as 00 */
+    trace_begin(&t, NULL, 0);
+    CHECK((t.trace_hi | t.trace_lo) != 0 && t.span != 0 && t.parent == 0 && t.flags == 1);
+    uint64_t vs[] = {0, 1, 0xdeadbeefcafef00dULL, UINT64_MAX, 0x0123456789abcdefULL};
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
+        char hex[17] = {0}, want[17];
+        trace_hex64(vs[i], hex);
+        snprintf(want, sizeof want, "%016llx", (unsigned long long)vs[i]);
+        CHECK(strcmp(hex, want) == 0);
+    }
+}
+
+/* A combined line, escapes included, as a log parser reads it. */
+static void test_access_log(void) {
+    char path[] = "/tmp/luagate-unit-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK(access_log_open(path, ACCESS_COMBINED) == 0);
+    gw_header hs[] = {{"user-agent", 10, "a \"b\" \\ \x01\xe9", 10}, {"referer", 7, "http://r/", 9}};
+    gw_request req = {.method = "GET", .target = "/x?q=\"1\"", .target_len = 8, .headers = hs, .nheaders = 2,
+                      .id = "abc-1", .remote = "10.0.0.7:5555", .http_minor = 1};
+    gw_request_end end = {.status = 502, .body_bytes = 17, .duration_ns = 1234567};
+    access_call calls[] = {{.upstream = "api", .error = "connection refused", .us = 2000},
+                           {.upstream = "b", .status = 200, .us = 999}};
+    access_entry e = {.req = &req, .end = &end, .route = "/x", .trace_id = "0af7651916cd43dd8448eb211c80319c",
+                      .calls = calls, .ncalls = 2, .reason = "upstream api: connection refused"};
+    access_log_write(&e);
+    access_log_close();
+    char line[1024] = {0};
+    FILE *f = fopen(path, "r");
+    CHECK(f && fgets(line, sizeof line, f));
+    if (f) fclose(f);
+    unlink(path);
+    const char *rest = strstr(line, "] ");
+    CHECK(strncmp(line, "10.0.0.7 - - [", 14) == 0 && rest);
+    CHECK(rest && strcmp(rest, "] \"GET /x?q=\\x221\\x22 HTTP/1.1\" 502 17 \"http://r/\" "
+                               "\"a \\x22b\\x22 \\x5C \\x01\\xE9\" rt=0.001 id=abc-1 route=\"/x\" "
+                               "up=\"api:connection refused:0.002,b:200:0.001\" trace=0af7651916cd43dd8448eb211c80319c "
+                               "reason=\"upstream api: connection refused\"\n") == 0);
+}
+
+static void test_quantile(void) {
+    uint64_t b[MS_BUCKETS] = {0};
+    CHECK(agg_quantile_ms(b, 0.5) < 0);
+    b[0] = 100; /* all under 1 ms */
+    CHECK(agg_quantile_ms(b, 0.5) == 0.5 && agg_quantile_ms(b, 1) == 1);
+    b[0] = 0, b[3] = 10; /* all in (5 ms, 10 ms] */
+    CHECK(agg_quantile_ms(b, 0.5) == 7.5);
+}
+
 int main(void) {
+    test_trace();
+    test_access_log();
+    test_quantile();
     test_buf();
     test_fds();
     test_http_date();

@@ -50,6 +50,13 @@ local function check_listens(v)
   return out
 end
 
+-- metrics_listen = "host:port" (its own listener: /metrics, health, the status page) or "off".
+local function check_metrics_listen(v)
+  if type(v) ~= "string" then return nil, 'expected "host:port" or "off", got ' .. type_name(v) end
+  if v == "off" then return { host = "", port = -1 } end
+  return check_listen(v)
+end
+
 -- lua_path = "dir" or a list of directories (relative to the config file) for shared modules.
 local function check_dirs(v)
   if type(v) == "string" then v = { v } end
@@ -195,6 +202,9 @@ local top_fields = {
   reload_timeout = { type = "number", default = 10, min = 0.1 },
   keepalive_min_timeout = { type = "number", default = 1, min = 0 },
   log_level = { type = "string", default = "info", enum = { error = 1, warn = 1, info = 1, debug = 1 } },
+  access_log = { type = "string", default = "stdout" }, -- "stdout", "off" or a file
+  access_log_format = { type = "string", default = "combined", enum = { combined = 1, json = 1 } },
+  metrics_listen = { default = "127.0.0.1:9145", check = check_metrics_listen },
   keepalive_timeout = { type = "number", default = 75, min = 0.001 },
   read_timeout = { type = "number", default = 60, min = 0.001 },
   header_timeout = { type = "number", default = 10, min = 0.001 },
@@ -399,6 +409,7 @@ function M.load(path)
   conf.routes = beside(conf.routes)
   conf.pid = beside(conf.pid)
   if conf.error_log ~= "stderr" then conf.error_log = beside(conf.error_log) end
+  if conf.access_log ~= "stdout" and conf.access_log ~= "off" then conf.access_log = beside(conf.access_log) end
   for i, d in ipairs(conf.lua_path) do conf.lua_path[i] = beside(d) end
   conf.file = path
   return conf

@@ -19,14 +19,25 @@ local router = require "luagate.router"
 local middleware = require "luagate.middleware"
 local redis = require "luagate.redis"
 local ratelimit = require "luagate.ratelimit"
+local metrics = require "luagate.metrics"
 
-local M = { version = core.version, json = json }
+local M = { version = core.version, json = json, metrics = metrics }
 
 local WAIT, yield, running = core.WAIT, coroutine.yield, coroutine.running
 local JSON_TYPE, TEXT_TYPE = "application/json", "text/plain; charset=utf-8"
 
 -- The state of this worker's app: its routes and its upstreams (from gateway.conf).
-local app = { router = router.new(), upstreams = {}, befores = {}, afters = {}, nroutes = 0 }
+local app = { router = router.new(), upstreams = {}, befores = {}, afters = {}, logs = {}, nroutes = 0 }
+
+-- The log phase: each global middleware's log(req, info), once the answer is out (or cut, or its
+-- client left), from the loop: info = { status, bytes_sent, duration, upstreams = { { name, status
+-- | error, time }, ... } }. An error in one is logged; the others still run.
+function app.run_logs(req, info)
+  for i = 1, #app.logs do
+    local ok, err = pcall(app.logs[i], req, info)
+    if not ok then core.log("error", "log phase: " .. tostring(err)) end
+  end
+end
 local request_mt = request.mt
 local canned = setmetatable({}, { __mode = "k" })  -- coroutine -> { op id -> {res, err} } (specs)
 local chain -- defined with the middleware, below
@@ -77,8 +88,9 @@ function M.route(method, path, ...)
   local handler = args[n]
   if n > first then handler = chain(args, first, n - 1, handler) end
   local where = caller_location()
+  local rid = core.route_id(path) -- the label of its metrics and log lines: the pattern, never the path
   for _, m in ipairs(type(method) == "table" and method or { method }) do -- a list: each of them
-    app.router:add(m:upper(), path, handler, opts, where)
+    app.router:add(m:upper(), path, handler, opts, where, rid)
     app.nroutes = app.nroutes + 1 -- counted per script for `luagate -t`
   end
 end
@@ -95,8 +107,8 @@ end
 
 local function as_middleware(mw)
   if type(mw) == "function" then return { before = mw } end
-  if type(mw) ~= "table" or (mw.before == nil and mw.after == nil) then
-    error("middleware is a function(req) or a table { before =, after = }", 3)
+  if type(mw) ~= "table" or (mw.before == nil and mw.after == nil and mw.log == nil) then
+    error("middleware is a function(req) or a table { before =, after =, log = }", 3)
   end
   return mw
 end
@@ -175,6 +187,10 @@ function M.use(mw)
   mw = as_middleware(mw)
   if mw.before then app.befores[#app.befores + 1] = mw.before end
   if mw.after then app.afters[#app.afters + 1] = mw.after end
+  if mw.log then
+    app.logs[#app.logs + 1] = mw.log
+    core.log_phase(app.run_logs)
+  end
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -311,7 +327,7 @@ local function prepare_upstream(name, up)
     up.timeout, up.read_timeout, up.keepalive, up.retries, up.client, up.max_response_body or app.max_response_body,
     up.first_byte_timeout, up.forwarded ~= false)
   if not handle then return nil, err end
-  local p = { handle = handle, lines = lines, url = up.url, headers = up.headers, auth = auth,
+  local p = { handle = handle, lines = lines, url = up.url, headers = up.headers, auth = auth, id = core.upstream_id(name),
               bearer = auth and auth.bearer, user = auth and auth.user, password = auth and auth.password }
   prepared[up] = p
   return p
@@ -388,7 +404,8 @@ local function start(target, path, opts)
     return id
   end
   return core.fetch(prep and prep.handle, method, up and path or target, lines, body, opts.stream,
-                    opts.timeout, opts.connect_timeout, opts.retries, auth ~= nil, userpwd, auth and auth.bearer)
+                    opts.timeout, opts.connect_timeout, opts.retries, auth ~= nil, userpwd, auth and auth.bearer,
+                    prep and prep.id or 0)
 end
 
 -- A response: { status, body, content_type, headers, :json() }. headers is parsed from the raw
@@ -585,6 +602,16 @@ end
 --- Seconds since an arbitrary point, with millisecond resolution (the loop's clock).
 M.now = core.now
 
+--- The W3C trace of the request being handled: { trace_id, span_id, parent_id (the client's span,
+--- or nil when the trace started here), sampled, traceparent (this request's span) }, or nil
+--- outside a request.
+function M.trace()
+  local trace_id, span_id, parent_id, sampled, traceparent = core.trace()
+  if not trace_id then return nil end
+  return { trace_id = trace_id, span_id = span_id, parent_id = parent_id or nil, sampled = sampled,
+           traceparent = traceparent }
+end
+
 --- This worker's counters: { handlers (running or waiting, this one included), upstream_active
 --- (transfers in flight), upstream_connections_opened (since start) }.
 M.stats = core.stats
@@ -592,9 +619,13 @@ M.stats = core.stats
 ---------------------------------------------------------------------------------------------------
 -- The server's side: dispatching requests, loading route scripts
 
+-- Where the router leaves the id of the route it matched, for the request's metrics and log line:
+-- an FFI store, which the JIT compiles into the router's trace (a C call would cut it).
+local route_cell = require("ffi").cast("int32_t *", core.route_cell())
+
 -- Route one request with router r, in the request's own coroutine.
 local function route(r, req)
-  local handler, params, pattern, opts = r:match(req.method, req.path)
+  local handler, params, pattern, opts, rid = r:match(req.method, req.path)
   if not handler then
     local allow = pattern
     if allow then return 405, { error = "method not allowed", request_id = req.id }, { Allow = allow } end
@@ -602,6 +633,7 @@ local function route(r, req)
   end
   req.params, req.route = params, pattern
   if opts and opts.timeout then core.set_timeout(opts.timeout) end -- in place of handler_timeout
+  route_cell[0] = rid
   return handler(req)
 end
 
@@ -733,6 +765,10 @@ local function serve(method, path, raw_query, target, body, remote_addr, http_ve
     remote_addr = remote_addr, http_version = http_version, params = false, route = false,
   }, request_mt)
   local r = app.router
+  if app.logs[1] then -- kept for the log phase, with what is read lazily from the request meanwhile
+    local _ = req.id, req.headers
+    core.keep_request(req)
+  end
   if body == false then
     local go, status, answer = take_body(r, req)
     if not go then
@@ -787,7 +823,7 @@ function M._reset(upstreams, creds, redis_servers, max_response_body)
   app.router = router.new()
   app.upstreams = upstreams or {}
   app.credentials = creds or {}
-  app.befores, app.afters = {}, {}
+  app.befores, app.afters, app.logs = {}, {}, {}
   app.nroutes = 0
   app.mock = nil
 end

@@ -52,7 +52,8 @@ local function check_new(entry, method, path, where)
   end
 end
 
-function Router:add(method, path, handler, opts, where)
+-- rid: the route's id for metrics and the log (core.route_id), or nil.
+function Router:add(method, path, handler, opts, where, rid)
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
     error(("route path must start with '/', got %s"):format(tostring(path)), 3)
   end
@@ -79,6 +80,7 @@ function Router:add(method, path, handler, opts, where)
     check_new(entry, method, path, where)
   end
   entry.methods[method] = handler
+  entry.rid = rid or 0
   entry.opts = entry.opts or {}
   entry.opts[method] = opts
   entry.where[method] = where
@@ -91,13 +93,14 @@ local function pick(entry, method)
   return h
 end
 
--- handler, params, pattern, opts | nil, nil, allow (the path exists for other methods) | nil (no
--- such path). pattern is the path the route was registered with ("/users/:id"); opts its options.
+-- handler, params, pattern, opts, rid | nil, nil, allow (the path exists for other methods) | nil
+-- (no such path). pattern is the path the route was registered with ("/users/:id"); opts its
+-- options; rid its id for metrics.
 function Router:match(method, path)
   local e = self.exact[path]
   if e then
     local h = pick(e, method)
-    if h then return h, EMPTY, path, e.opts[method] end
+    if h then return h, EMPTY, path, e.opts[method], e.rid end
     return nil, nil, e.allow
   end
   local allow
@@ -109,7 +112,7 @@ function Router:match(method, path)
       if h then
         local params = {}
         for k, name in ipairs(r.names) do params[name] = caps[k] end
-        return h, params, r.path, r.opts[method]
+        return h, params, r.path, r.opts[method], r.rid
       end
       allow = allow or r.allow
     end

@@ -637,7 +637,9 @@ class Gateway:
                 up = dict(up, url=up["url"].replace("{gateway}", "http://%s:%d" % (host, port)))
             ups[name] = up
         lines.append("upstreams = %s" % to_lua(ups))
-        settings = {"log_level": self.log_level}
+        # The master's metrics listener on a port of its own (metrics_port() reads it from the log),
+        # so that gateways running at once never contend for the default 9145.
+        settings = {"log_level": self.log_level, "metrics_listen": "%s:0" % host}
         settings.update(self.settings)
         for k, v in settings.items():
             lines.append("%s = %s" % (k, to_lua(v)))
@@ -732,6 +734,21 @@ class Gateway:
     def rss_kb(self):
         """The master's and its workers' resident memory, kB."""
         return tree_rss_kb(self.proc.pid)
+
+    def metrics_port(self, timeout=5.0):
+        """The port of the master's metrics listener (/metrics, /healthz, /readyz, /status)."""
+        m = self.wait_for_log(r"metrics on http://[^ ]*:(\d+)/metrics", timeout)
+        return int(m.group(1))
+
+    def metrics_get(self, path, timeout=10.0):
+        """GET path on the metrics listener: (status, headers, body bytes)."""
+        conn = http.client.HTTPConnection(self.host, self.metrics_port(), timeout=timeout)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.headers, r.read()
+        finally:
+            conn.close()
 
     def pid_path(self):
         return os.path.join(self.dir, self.settings.get("pid", "luagate.pid"))

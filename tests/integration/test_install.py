@@ -74,9 +74,9 @@ class InstallTest(unittest.TestCase):
     def test_the_layout(self):
         self.assertTrue(os.access(self.bin, os.X_OK))
         lib = os.path.join(self.dest, "usr", "share", "luagate", "luagate")
-        self.assertEqual(sorted(os.listdir(lib)), ["config.lua", "init.lua", "json.lua", "middleware.lua",
+        self.assertEqual(sorted(os.listdir(lib)), ["config.lua", "init.lua", "json.lua", "metrics.lua", "middleware.lua",
                                                    "ratelimit.lua", "redis.lua", "redis_server.lua",
-                                                   "request.lua", "router.lua", "testing.lua"])
+                                                   "request.lua", "router.lua", "status.html", "testing.lua"])
 
     def test_it_serves_from_any_directory_with_its_own_library_and_lua_path(self):
         port = harness.free_port()

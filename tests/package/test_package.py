@@ -53,6 +53,7 @@ class PackageTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         paths = {line.split()[-1] for line in r.stdout.splitlines()}
         for p in ("./usr/bin/luagate", "./usr/share/luagate/luagate/init.lua", "./usr/share/luagate/luagate/testing.lua",
+                  "./usr/share/luagate/luagate/status.html",
                   "./etc/luagate/gateway.conf", "./etc/luagate/routes/hello.lua", "./etc/luagate/lib/",
                   "./lib/systemd/system/luagate.service", "./usr/share/doc/luagate/README.md.gz"):
             self.assertIn(p, paths)
