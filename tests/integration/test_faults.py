@@ -115,7 +115,7 @@ class UpstreamFaultsTest(FaultCase):
         self.assert_healthy()
 
     def test_endless_chunked_body_502_or_504(self):
-        # Buffered: cut at the 64 MiB an answer may have, or at the timeout. (Streamed through
+        # Buffered: cut at max_response_body (64 MiB by default), or at the timeout. (Streamed through
         # /v1/proxy it would flow as long as the client reads: that is what a stream is.)
         self.proxy("/endless-chunked", (502, 504), 3, timeout=1.5)
         self.assert_healthy(rss_margin_mb=150)
