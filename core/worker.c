@@ -23,9 +23,10 @@ typedef struct worker worker;
 
 #define FD_RESERVE 64 /* descriptors kept for logs, DNS, redis and the clients refused with 503 */
 
-/* max_open_files (the soft limit, up to the hard one), and max_connections within it: each client
- * may need an upstream connection too. Past max_connections a client gets a 503; past the
- * descriptors, it would be closed unanswered. */
+/* max_open_files (the soft limit, up to the hard one), and max_connections within it, as Kong's
+ * default worker_connections is the descriptor limit. Not half of it, though a proxied client holds
+ * an upstream descriptor too: a burst of clients comes and goes, and one that finds no descriptor
+ * for its upstream call gets a 503 "too many open files" like the one past max_connections. */
 static void apply_bounds(gw_config *cfg) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl)) return;
@@ -39,7 +40,7 @@ static void apply_bounds(gw_config *cfg) {
         rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    size_t room = rl.rlim_cur > 2 * FD_RESERVE ? (size_t)(rl.rlim_cur - FD_RESERVE) / 2 : FD_RESERVE;
+    size_t room = rl.rlim_cur > 2 * FD_RESERVE ? (size_t)(rl.rlim_cur - FD_RESERVE) : FD_RESERVE;
     if (cfg->limits.max_connections > room) {
         log_info("max_connections %zu is more than %llu open files allow: %zu", cfg->limits.max_connections,
                  (unsigned long long)rl.rlim_cur, room);

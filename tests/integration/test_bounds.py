@@ -226,7 +226,7 @@ class DescriptorsTest(BoundsCase):
     SETTINGS = {"max_open_files": 160, "max_connections": 1000}
 
     def test_max_connections_is_kept_within_the_descriptors(self):
-        self.gw.wait_for_log(r"max_connections 1000 is more than 160 open files allow: 48")
+        self.gw.wait_for_log(r"max_connections 1000 is more than 160 open files allow: 96")
 
     def test_upstream_calls_without_a_descriptor_fail_as_their_own_kind_and_accept_recovers(self):
         got = {}
