@@ -48,6 +48,7 @@ struct gw_conn {
     bool read_stopped;
     bool write_blocked; /* too much unsent output: parsing waits until it drains */
     bool peer_eof;      /* the client sent FIN while our last response was still going out */
+    bool nothing_more;  /* the client's last request, all of it read: close once the answer is out */
     bool early;         /* the request in flight was handed over before its body arrived */
     bool body_paused;   /* a streamed request body: reading stopped until the app takes some */
     bool streaming;     /* an answer going out in pieces */
@@ -302,8 +303,8 @@ void conn_drain(gw_conn *c, uint64_t min_idle_ms) {
 static void on_shutdown(gw_transport *t, int status) {
     gw_conn *c = t->data;
     if (c->closing) return;
-    /* Everything is sent: wait briefly for the peer's FIN (or have it already). */
-    if (status < 0 || c->peer_eof) {
+    /* Everything is sent: wait briefly for the peer's FIN, unless it has come or nothing more can. */
+    if (status < 0 || c->peer_eof || c->nothing_more) {
         conn_close(c);
         return;
     }
@@ -408,6 +409,11 @@ static void request_finished(gw_conn *c, bool keep_alive) {
         conn_start_reading(c);
     }
     if (!keep_alive) {
+        /* The client said this request was its last and all of it is read: no input can turn our
+         * close into a reset, so there is no FIN to wait for (nginx lingers only when input may
+         * follow too), and a burst of one-request clients holds no descriptor past its answer.
+         * When we chose to close (a drain, a body left unread), input may follow: we linger. */
+        c->nothing_more = !c->req.keep_alive && !c->rp.in_message && c->pending.len == c->pending_off;
         conn_linger(c);
         return;
     }

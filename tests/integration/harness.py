@@ -813,6 +813,18 @@ class Gateway:
                     return state == "01"
         return False
 
+    def server_side_held(self, client_port):
+        """Does the gateway still hold a descriptor for its end of the connection from client_port
+        (any state, lingering included)? A socket closed by its process stays in /proc/net/tcp
+        (FIN_WAIT2, TIME_WAIT) with no inode."""
+        want = (":%04X" % self.port, ":%04X" % client_port)
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(want[0]) and fields[2].endswith(want[1]) and fields[9] != "0":
+                    return True
+        return False
+
     def url(self, path):
         host = "[%s]" % self.host if ":" in self.host else self.host
         return "http://%s:%d%s" % (host, self.port, path)

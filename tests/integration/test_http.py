@@ -4,6 +4,7 @@ import datetime
 import os
 import re
 import select
+import socket
 import sys
 import time
 import unittest
@@ -116,6 +117,33 @@ class HttpTest(CommonAsserts, harness.GatewayTestCase):
             self.assertEqual((r.status, r.body), (200, HELLO))
             self.assertEqual(r.header("Connection"), "close")
             self.assertTrue(c.is_closed_by_peer(3), "server closes after Connection: close")
+
+    def test_a_last_request_read_whole_frees_its_descriptor_with_the_answer(self):
+        # Nothing more can come from a client that said Connection: close and sent all of its
+        # request, so the gateway does not wait for its FIN (as nginx): a burst of one-request
+        # clients holds no descriptor past its answers, even while the clients are slow to close.
+        with self.gw.connect() as c:
+            c.send(get("/hello", {"Connection": "close"}))
+            self.assertEqual(c.read_response().status, 200)
+            self.assertTrue(c.is_closed_by_peer(3))
+            port = c.sock.getsockname()[1]
+            # (within 1 s: a gateway waiting for the FIN would hold it for its 2 s linger)
+            harness.wait_until(lambda: not self.gw.server_side_held(port), 1, 0.02,
+                               "the gateway's end closed while the client's is still open")
+
+    def test_input_after_the_last_request_is_lingered_over(self):
+        # Bytes after a Connection: close request: closing at once with them unread would send a
+        # reset, which can destroy the answer before the client reads it. The gateway lingers
+        # until the client's FIN.
+        with self.gw.connect() as c:
+            c.send(get("/hello", {"Connection": "close"}) + get("/hello"))
+            self.assertEqual(c.read_response().status, 200)
+            self.assertTrue(c.is_closed_by_peer(3))
+            port = c.sock.getsockname()[1]
+            time.sleep(0.3)
+            self.assertTrue(self.gw.server_side_held(port), "lingering for the client's FIN")
+            c.sock.shutdown(socket.SHUT_WR)
+            harness.wait_until(lambda: not self.gw.server_side_held(port), 2, 0.02, "closed on the client's FIN")
 
     def test_http10_closes_by_default(self):
         with self.gw.connect() as c:
