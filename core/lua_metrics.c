@@ -163,8 +163,7 @@ void log_phase_queue(gw_task *t, const gw_request_end *end) {
     li->ncalls = t->obs.ncalls;
     for (int i = 0; i < li->ncalls; i++) {
         li->calls[i].up = t->obs.calls[i].up;
-        li->calls[i].status = t->obs.calls[i].status;
-        li->calls[i].us = t->obs.calls[i].us;
+        observe_call_result(&t->obs, i, &li->calls[i].status, &li->calls[i].us);
     }
     ready_push(&rt->ready, &li->ready, on_log_ready);
 }

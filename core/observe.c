@@ -220,15 +220,27 @@ static const char *reason_of(const gw_observe *o, const gw_req_obs *r, const gw_
     return NULL;
 }
 
+void observe_call_result(const gw_req_obs *r, int i, int16_t *status, uint32_t *us) {
+    if (r->calls[i].status) {
+        *status = r->calls[i].status;
+        *us = r->calls[i].us;
+    } else { /* still in progress (a stream whose client left): it is cancelled right after */
+        *status = -MS_OUTCOME_CANCELLED;
+        *us = (uint32_t)(uv_hrtime() / 1000) - r->calls[i].us;
+    }
+}
+
 static void log_request(gw_observe *o, const gw_request *req, gw_req_obs *r, const gw_request_end *e) {
     access_call calls[OBS_CALLS];
     char trace[33], why[300];
     access_entry a = {.req = req, .end = e, .worker = o->worker_id};
     if (r) {
         for (int i = 0; i < r->ncalls; i++) {
-            calls[i] = (access_call){.upstream = upstream_name(o, r->calls[i].up), .us = r->calls[i].us,
-                                     .status = r->calls[i].status > 0 ? r->calls[i].status : 0,
-                                     .error = call_error_name(r->calls[i].status)};
+            int16_t status;
+            uint32_t us;
+            observe_call_result(r, i, &status, &us);
+            calls[i] = (access_call){.upstream = upstream_name(o, r->calls[i].up), .us = us,
+                                     .status = status > 0 ? status : 0, .error = call_error_name(status)};
         }
         a.calls = calls;
         a.ncalls = r->ncalls;
@@ -272,7 +284,7 @@ void observe_call_begin(gw_observe *o, gw_req_obs *r, gw_call_obs *c, int upstre
     if (!o || !r->begun || r->ended) return;
     if (r->ncalls < OBS_CALLS) {
         c->index = (int16_t)r->ncalls;
-        r->calls[r->ncalls++] = (typeof(r->calls[0])){.up = (uint16_t)upstream};
+        r->calls[r->ncalls++] = (typeof(r->calls[0])){.up = (uint16_t)upstream, .us = (uint32_t)(c->t0 / 1000)};
     } else {
         r->more++;
     }

@@ -35,8 +35,8 @@ typedef struct gw_req_obs {
     gw_request *req; /* while it has not ended: req->obs points here */
     struct {
         uint16_t up;
-        int16_t status; /* the upstream's, or -(error kind), or -MS_OUTCOME_CANCELLED */
-        uint32_t us;
+        int16_t status; /* the upstream's, or -(error kind), or -MS_OUTCOME_CANCELLED; 0: in progress */
+        uint32_t us;    /* its time; in progress, its start (uv_hrtime in us, modulo 2^32) */
     } calls[OBS_CALLS];
 } gw_req_obs;
 
@@ -72,6 +72,9 @@ int observe_route_id(gw_observe *o, const char *pattern);
 int observe_upstream_id(gw_observe *o, const char *name);
 /* The name of an upstream id ("(url)" for 0). */
 const char *observe_upstream_name(const gw_observe *o, int id);
+/* Call i of a request as it ends: status is the upstream's (> 0), -(error kind) or
+ * -MS_OUTCOME_CANCELLED (also for a call still in progress, with its time so far). */
+void observe_call_result(const gw_req_obs *r, int i, int16_t *status, uint32_t *us);
 
 void observe_request_begin(gw_observe *o, gw_req_obs *r, gw_request *req);
 /* The request's trace: the client's traceparent continued, or a new one; NULL when r never began. */

@@ -12,6 +12,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,6 +58,20 @@ gw.get("/t/timeout", function()
   return res.status
 end)
 gw.get("/t/hold", function() gw.sleep(2) return 200, "held" end)
+-- A body that takes 2 s, and a route passing it on as it comes (a client may leave in the middle).
+gw.get("/t/drip", function()
+  return 200, function(write)
+    for _ = 1, 20 do
+      if not write(("x"):rep(100)) then return end
+      gw.sleep(0.1)
+    end
+  end
+end)
+gw.get("/t/pass", function()
+  local res, err = gw.fetch("self", "/t/drip", { stream = true })
+  if not res then return gw.upstream_error(err) end
+  return res.status, res
+end)
 gw.get("/t/echo", function()
   local res, err = gw.fetch("echo", "/anything")
   if not res then return gw.upstream_error(err) end
@@ -227,6 +242,20 @@ class AccessLogCombinedTest(ObservedGateway):
         self.assertEqual(f["referer"], "-")
         self.assertEqual(f["reason"], "client closed the connection")
         self.gw.wait_for_log(r"logphase id=obs-499 status=499 route=/t/hold ua=leaver bytes=0 ups= slow=false")
+
+    def test_a_client_leaving_mid_answer_lists_the_stream_it_cut_as_cancelled_with_its_time(self):
+        with self.gw.connect() as c:
+            c.send(harness.request_bytes("GET", "/t/pass", {"X-Request-Id": "obs-499-mid"}))
+            harness.wait_until(lambda: c._fill(time.monotonic() + 5) and b"\r\n\r\n" in c.buf, 5, 0, "the head")
+            time.sleep(0.4)
+        f = self.parse("obs-499-mid", "/t/pass")
+        self.assertEqual(f["status"], "200", "the status sent, as nginx logs it")
+        self.assertEqual(f["reason"], "client closed the connection mid-answer")
+        name, kind, secs = f["up"].split(":")
+        self.assertEqual((name, kind), ("self", "cancelled"))
+        self.assertGreater(float(secs), 0.3, "the call's time until the client left, not 0")
+        self.assertLess(float(secs), 1.9)
+        self.gw.wait_for_log(r"logphase id=obs-499-mid status=200 route=/t/pass ua=nil bytes=\d+ ups=self:cancelled ")
 
     def test_the_upstream_call_is_listed_with_its_status_and_time(self):
         status, _, body = self.get("/v1/proxy?path=/json", "obs-proxy")
