@@ -420,6 +420,39 @@ def child_pids(pid):
     return out
 
 
+class only_worker:
+    """Within the block only the worker `pid` of gateway `gw` can accept: the master's other live
+    children are stopped (SIGSTOP), then continued. Every worker accepts on the one socket and the
+    first awake takes a connection, so which one answers is otherwise the scheduler's choice: on a
+    loaded machine one worker may take them all."""
+
+    def __init__(self, gw, pid):
+        self.others = sorted(child_pids(gw.proc.pid) - {pid})
+
+    def __enter__(self):
+        for p in self.others:
+            os.kill(p, signal.SIGSTOP)
+        for p in self.others:  # stopped for sure before the caller connects
+            wait_until(lambda: process_state(p) in ("T", None), 5, 0.005, "worker %d stopped" % p)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.others:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+def process_state(pid):
+    """A process's state letter (R, S, T, Z...), None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def tree_rss_kb(pid):
     """Resident memory of a process and its children (a master and its workers, which serve the
     requests: the master's own RSS alone would say nothing of them), kB."""

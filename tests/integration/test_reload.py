@@ -306,7 +306,10 @@ class ReloadTest(ReloadTestCase):
             gw.wait_for_log(r"generation 1 drained")
             self.assertEqual(whoami(gw)[1], "2")
             self.assertEqual(whoami(gw, second)[1], "2")
-            harness.wait_until(lambda: len(worker_pids(gw, 20)) == 2, 10, message="both new workers answering")
+            self.assertEqual(len(child_pids(gw)), 2)
+            for pid in child_pids(gw):
+                with harness.only_worker(gw, pid):
+                    self.assertEqual(whoami(gw), (pid, "2"), "each new worker answers with the new code")
             with harness.RawConn(gw.port) as c:
                 c.send(request_bytes("GET", "/t/whoami", {"Connection": "close"}))
                 self.assertEqual(c.read_response().json()["upstreams"], "api,extra")
@@ -383,7 +386,8 @@ class WorkerCrashTest(ReloadTestCase):
 
     def test_kill_9_of_a_worker_loses_only_its_requests_in_flight(self):
         with self.gateway({"workers": 2}, probe=True) as gw:
-            harness.wait_until(lambda: len(worker_pids(gw, 20)) == 2, 10, message="both workers answering")
+            harness.wait_until(lambda: len(re.findall(r"worker \d \(pid \d+\) of generation 1 ready", gw.log())) == 2,
+                               10, message="both workers ready")
             results, lock, stop = [], threading.Lock(), threading.Event()
 
             def client(n):

@@ -70,6 +70,23 @@ def workers_seen(gw, n=60):
     return {(s["worker"], s["pid"]) for s in (whoami(gw) for _ in range(n))}
 
 
+def live_workers(gw):
+    """{worker number: pid} of the master's live workers, from its "ready" lines."""
+    pids = set(children(gw.proc.pid))
+    found = re.findall(r"master: worker (\d+) \(pid (\d+)\) of generation \d+ ready", gw.log())
+    return {int(n): int(p) for n, p in found if int(p) in pids}
+
+
+def answered_by_each(gw):
+    """Each live worker answers a request of its own: {(number, pid)}."""
+    seen = set()
+    for pid in sorted(live_workers(gw).values()):
+        with harness.only_worker(gw, pid):
+            s = whoami(gw)
+        seen.add((s["worker"], s["pid"]))
+    return seen
+
+
 class WorkersTestCase(unittest.TestCase):
 
     def setUp(self):
@@ -86,9 +103,7 @@ class WorkersTest(WorkersTestCase):
     def test_two_workers_share_the_port_and_both_serve(self):
         with self.gateway() as gw:
             pids = serving(gw)
-            # One sample, tested and returned: a second one could be answered by one worker only.
-            seen = harness.wait_until(lambda: (lambda s: len(s) == 2 and s)(workers_seen(gw)), 10,
-                                      message="requests answered by both workers")
+            seen = answered_by_each(gw)
             self.assertEqual({w for w, _ in seen}, {1, 2})
             self.assertEqual(sorted(p for _, p in seen), pids, "the workers are the master's children")
             self.assertEqual(gw.stop(), 0)
@@ -103,15 +118,15 @@ class WorkersTest(WorkersTestCase):
 
     def test_a_dead_worker_is_replaced_and_the_others_keep_serving(self):
         with self.gateway() as gw:
-            before = harness.wait_until(lambda: (lambda s: len(s) == 2 and s)(workers_seen(gw)), 10,
-                                        message="both workers answering")
+            serving(gw)
+            before = answered_by_each(gw)
             victim_id, victim = sorted(before)[0]
             os.kill(victim, signal.SIGKILL)
             gw.wait_for_log(r"\[error\] master: worker %d \(pid %d\) was killed by signal 9; starting another"
                             % (victim_id, victim))
             # Every request made meanwhile is answered: the survivor holds the port alone.
-            after = harness.wait_until(
-                lambda: (lambda s: len(s) == 2 and s)(workers_seen(gw, 20)), 10, message="a new worker answering")
+            after = harness.wait_until(lambda: len(live_workers(gw)) == 2 and answered_by_each(gw), 10,
+                                       message="a new worker answering")
             self.assertEqual({w for w, _ in after}, {1, 2}, "the new worker takes the dead one's number")
             self.assertNotIn(victim, {p for _, p in after})
             self.assertIn(victim_id, {w for w, p in after if p not in {q for _, q in before}})
@@ -119,8 +134,8 @@ class WorkersTest(WorkersTestCase):
 
     def test_a_worker_that_cannot_start_is_retried_once_a_second(self):
         with self.gateway() as gw:
-            before = harness.wait_until(lambda: (lambda s: len(s) == 2 and s)(workers_seen(gw)), 10,
-                                        message="both workers answering")
+            serving(gw)
+            before = answered_by_each(gw)
             # A restarted worker loads the config and the routes again: break a route script first.
             script = os.path.join(gw.routes_dir, "whoami.lua")
             harness.write_file(script, WHOAMI + "\nthis is not Lua\n")
@@ -134,7 +149,8 @@ class WorkersTest(WorkersTestCase):
             # The other worker serves meanwhile, and once the script is fixed the slot is filled again.
             self.assertEqual(len(workers_seen(gw, 10)), 1)
             harness.write_file(script, WHOAMI)
-            harness.wait_until(lambda: len(workers_seen(gw, 20)) == 2, 10, message="the worker back")
+            harness.wait_until(lambda: len(live_workers(gw)) == 2 and len(answered_by_each(gw)) == 2, 10,
+                               message="the worker back")
             self.assertEqual(gw.stop(), 0)
 
     def test_graceful_stop_finishes_requests_in_flight_on_every_worker(self):
@@ -153,16 +169,17 @@ class WorkersTest(WorkersTestCase):
                 found = re.findall(r"worker (\d) \[gen 1\]: request (\S+): probe: start GET /nap", gw.log())
                 return {rid: int(w) for w, rid in found}
 
-            # Start naps on new connections until both workers have one in flight.
+            # A nap in flight on each worker: each taken while the other cannot accept.
             threads = []
-            while set(napping().values()) != {1, 2} and len(conns) < 40:
-                c = gw.connect(timeout=10)
-                conns.append(c)
-                c.send(request_bytes("GET", "/nap"))
+            for number in (1, 2):
+                with harness.only_worker(gw, live_workers(gw)[number]):
+                    c = gw.connect(timeout=10)
+                    conns.append(c)
+                    c.send(request_bytes("GET", "/nap"))
+                    harness.wait_until(lambda: len(napping()) == len(conns), 5, message="the nap in flight")
                 t = threading.Thread(target=nap, args=(c,))
                 t.start()
                 threads.append(t)
-                harness.wait_until(lambda: len(napping()) == len(conns), 5, message="the nap in flight")
             self.assertEqual(set(napping().values()), {1, 2}, "both workers have a request in flight")
             gw.send_signal(signal.SIGTERM)
             for t in threads:
@@ -217,7 +234,7 @@ class WorkersTest(WorkersTestCase):
             r = harness.run_luagate(["-c", gw.conf_path], timeout=10)
             self.assertEqual(r.returncode, 1)
             self.assertIn("listen on 127.0.0.1:%d: address already in use" % gw.port, r.stderr)
-            self.assertEqual(len(workers_seen(gw, 20)), 2, "the first one still serves alone")
+            self.assertEqual(len(answered_by_each(gw)), 2, "the first one still serves alone")
             self.assertEqual(gw.stop(), 0)
 
     def test_workers_stop_when_the_master_is_killed(self):
