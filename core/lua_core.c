@@ -212,7 +212,7 @@ static bool decoded_path_safe(const char *p, size_t n) {
  * and its path part, decoded, is safe too (decoded_path_safe). One pass in C, a second only for
  * paths with escapes or bytes over 127: every proxied call checks it, often twice. */
 static int l_safe_path(lua_State *L) {
-    size_t n;
+    size_t n = 0;
     const char *p = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
     bool ok = p && n >= 1 && p[0] == '/' && (n < 2 || p[1] != '/');
     bool decode = false;
