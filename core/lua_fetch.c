@@ -106,9 +106,15 @@ struct upstream_stream {
     gw_call_obs call;    /* for metrics and the log */
 };
 
-/* The call ended (err: it failed; else answered, or cancelled before its head). */
+/* The call ended (err: it failed; else answered whole). */
 static void call_end(gw_task *t, gw_call_obs *c, const gw_fetch_error *err) {
     observe_call_end(t->rt->obs, &t->obs, c, err, t->id);
+}
+
+/* We stopped it, before its end: cancelled, even when its head had come (nothing if it ended). */
+static void call_cancel(gw_task *t, gw_call_obs *c) {
+    c->status = 0;
+    call_end(t, c, NULL);
 }
 
 static void stream_free(upstream_stream *s) {
@@ -118,7 +124,7 @@ static void stream_free(upstream_stream *s) {
     else t->streams = s->next;
     if (s->next) s->next->prev = s->prev;
     if (t->pipe == s) t->pipe = NULL;
-    call_end(t, &s->call, NULL); /* cancelled, unless it ended already */
+    call_cancel(t, &s->call);
     if (s->xfer) fetch_cancel(s->xfer);
     buf_free(&s->buf);
     buf_free(&s->head);
@@ -230,7 +236,7 @@ static int fetch_deliver(gw_op *op, lua_State *co) {
 
 static void fetch_op_cancel(gw_op *op) {
     fetch_op *f = (fetch_op *)op;
-    call_end(op->task, &f->call, NULL);
+    call_cancel(op->task, &f->call);
     if (f->xfer) fetch_cancel(f->xfer);
     f->xfer = NULL;
     if (f->stream) stream_free(f->stream); /* the head never came: nobody will read it */
