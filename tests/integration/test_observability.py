@@ -385,6 +385,10 @@ class MetricsTest(ObservedGateway):
         self.send("/t/count?r=miss", 4)
         s = self.check_counts(30)
         self.assertEqual(value(s, "luagate_workers"), 2)
+        # /v1/proxy's upstream is plain http://: the native client's connections are counted too
+        # (a gauge-like figure each worker publishes on its 100 ms tick).
+        harness.wait_until(lambda: value(scrape(self.gw), "luagate_upstream_connections_opened_total") >= 1, 2,
+                           0.05, "the native client's connections counted")
         self.assertIn(value(s, "test_depth"), (7, 14))  # set to 7 by each worker that served /t/count
         self.assertEqual(value(s, "luagate_ready"), 1)
         self.assertEqual(value(s, "luagate_config_generation"), 1)
