@@ -42,7 +42,8 @@ gw_task *op_owner(lua_State *L, const char *what) {
 
 long ms_of(lua_State *L, int idx) {
     double s = luaL_optnumber(L, idx, 0);
-    if (s < 0) s = 0;
+    if (!(s > 0)) return 0;   /* NaN too */
+    if (s > 1e9) s = 1e9;     /* 31 years: never, for a deadline; within a long */
     return (long)(s * 1000 + 0.5);
 }
 
@@ -483,6 +484,7 @@ static void on_run_deadline(uv_timer_t *timer) {
 static int l_run(lua_State *L) {
     gw_runtime *rt = runtime_of(L);
     double timeout = luaL_checknumber(L, 1);
+    long timeout_ms = ms_of(L, 1);
     const char *id = luaL_optstring(L, 2, "");
     luaL_checktype(L, 3, LUA_TFUNCTION);
     if (rt->in_run || rt->current) return luaL_error(L, "run: cannot be nested or called from a handler");
@@ -493,7 +495,7 @@ static int l_run(lua_State *L) {
     lua_xmove(L, t->co, nargs + 1);
     rt->in_run = true;
     rt->run_timed_out = false;
-    uv_timer_start(&rt->run_timer, on_run_deadline, (uint64_t)(timeout * 1000), 0);
+    uv_timer_start(&rt->run_timer, on_run_deadline, (uint64_t)timeout_ms, 0);
     task_resume(t, nargs);
     while (!t->finished && !rt->run_timed_out) uv_run(rt->loop, UV_RUN_ONCE);
     uv_timer_stop(&rt->run_timer);

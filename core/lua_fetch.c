@@ -27,7 +27,9 @@ typedef struct upstream_ud {
 
 static uint32_t ms_field(lua_State *L, int idx) {
     double s = lua_tonumber(L, idx);
-    return s > 0 ? (uint32_t)(s * 1000 + 0.5) : 0;
+    if (!(s > 0)) return 0;          /* NaN too */
+    if (s > 4294967) s = 4294967;    /* the most milliseconds 32 bits hold: 49 days */
+    return (uint32_t)(s * 1000 + 0.5);
 }
 
 /* core.upstream(name, url, lines, userpwd, bearer, connect_timeout, timeout, read_timeout,

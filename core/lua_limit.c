@@ -15,8 +15,8 @@ static int l_limit_shared(lua_State *L) {
     const char *key = luaL_checklstring(L, 2, &key_len);
     lua_Integer limit = luaL_checkinteger(L, 3);
     double period = luaL_checknumber(L, 4);
-    if (limit < 1 || limit > LIMIT_SHARED_MAX || period < 0.001)
-        return luaL_error(L, "limit_shared: limit 1..%d and period >= 0.001 s", (int)LIMIT_SHARED_MAX);
+    if (limit < 1 || limit > LIMIT_SHARED_MAX || !(period >= 0.001 && period <= 1e9))
+        return luaL_error(L, "limit_shared: limit 1..%d and period 0.001..1e9 s", (int)LIMIT_SHARED_MAX);
     size_t size;
     void *region = shm_region(&size);
     if (!region) {

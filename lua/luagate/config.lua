@@ -2,7 +2,11 @@
 -- then checked against the schema below. Every error names the file, the line and the key.
 local M = {}
 
-local function is_int(v) return type(v) == "number" and v == math.floor(v) end
+-- Numbers C takes as integers of 64 bits (sizes, and seconds times 1000): no NaN, no infinity,
+-- nothing past 2^53, where a double stops counting every integer.
+local MAX_NUMBER = 2 ^ 53
+local function is_finite(v) return type(v) == "number" and v >= -MAX_NUMBER and v <= MAX_NUMBER end
+local function is_int(v) return is_finite(v) and v == math.floor(v) end
 
 local function type_name(v)
   if is_int(v) then return "integer " .. tostring(v) end
@@ -214,7 +218,7 @@ local top_fields = {
   max_header_size = { type = "integer", default = 16384, min = 256 },
   max_body_size = { type = "integer", default = 1048576, min = 0 },
   max_response_body = { type = "integer", default = 67108864, min = 0 },
-  backlog = { type = "integer", default = 4096, min = 1 },
+  backlog = { type = "integer", default = 4096, min = 1, max = 65535 },
   max_connections = { type = "integer", default = 16384, min = 1 },
   trusted_proxies = { default = {}, check = check_networks },
   max_open_files = { type = "integer", default = 65536, min = 0 },
@@ -307,6 +311,8 @@ function check_value(ctx, spec, v, path, line)
     if not is_int(v) then return nil, ctx.err(line, path, "expected an integer, got " .. type_name(v)) end
   elseif t and type(v) ~= t then
     return nil, ctx.err(line, path, "expected a " .. t .. ", got " .. type_name(v))
+  elseif t == "number" and not is_finite(v) then
+    return nil, ctx.err(line, path, ("expected a number from -2^53 to 2^53, got %s"):format(tostring(v)))
   end
   if spec.min and v < spec.min then
     return nil, ctx.err(line, path, ("must be at least %s, got %s"):format(spec.min, v))

@@ -69,7 +69,7 @@ local function route_options(t)
   if t.body ~= nil and t.body ~= "stream" and t.body ~= "buffer" then
     error('route option body: "stream" (read it in pieces) or "buffer" (the default)', 4)
   end
-  if t.timeout ~= nil and (type(t.timeout) ~= "number" or t.timeout <= 0) then
+  if t.timeout ~= nil and (type(t.timeout) ~= "number" or not (t.timeout > 0)) then
     error("route option timeout: seconds for the handler to begin its answer, a number above 0", 4)
   end
   return t

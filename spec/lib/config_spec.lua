@@ -32,6 +32,11 @@ describe("config", function()
     { 'upstreams = {\n  api = {\n    uri = "http://x",\n  },\n}\n', ":3: upstreams.api.uri: unknown key" },
     { 'upstreams = { api = { timeout = 1 } }\n', "upstreams.api.url: required key is missing" },
     { 'max_body_size = 1.5\n', ":1: max_body_size: expected an integer" },
+    -- numbers C would take as 64-bit integers (found by fuzz_config: NaN reached a cast)
+    { 'read_timeout = 6 % 0\n', ":1: read_timeout: expected a number from -2^53 to 2^53, got" },
+    { 'shutdown_timeout = 1e300\n', ":1: shutdown_timeout: expected a number from -2^53 to 2^53, got" },
+    { 'max_body_size = 1 / 0\n', ":1: max_body_size: expected an integer, got number" },
+    { 'backlog = 1e10\n', ":1: backlog: must be at most 65535" },
     { 'log_level = "loud"\n', ":1: log_level: expected one of debug, error, info, warn" },
     { 'listen = os.getenv("X")\n', ":1: unknown name 'os'" },
     { 'listen = "a:1"\nlisten = \n', ":3:" },

@@ -9,7 +9,7 @@ describe("route options", function()
     assert.has_error(function() gw.get("/a", { bodyy = "stream" }, function() end) end,
                      "unknown route option 'bodyy' (known: body, timeout)")
     assert.has_error(function() gw.post("/a", { body = "streamed" }, function() end) end)
-    for _, t in ipairs { 0, -1, "5" } do
+    for _, t in ipairs { 0, -1, "5", 0 / 0 } do
       assert.has_error(function() gw.get("/t" .. tostring(t), { timeout = t }, function() end) end,
                        "route option timeout: seconds for the handler to begin its answer, a number above 0")
     end
