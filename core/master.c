@@ -817,8 +817,10 @@ static void stop(master *m, int signum) {
     const char *name = signum == SIGINT ? "SIGINT" : signum == SIGQUIT ? "SIGQUIT" : "SIGTERM";
     if (again) log_warn("%s: second signal: workers close every connection now", name);
     else log_info("%s: stopping the workers gracefully%s", name, signum == SIGQUIT ? ", without a time limit" : "");
-    /* Workers get SIGTERM for SIGINT: they are in their own session and did not see the Ctrl-C. */
-    int fwd = signum == SIGQUIT && !again ? SIGQUIT : SIGTERM;
+    /* Workers get SIGTERM for SIGINT: they are in their own session and did not see the Ctrl-C.
+     * "Now" goes as a signal other than the first: two of the same sent before a busy worker runs
+     * merge into one (standard signals do not queue), and the second would be lost. */
+    int fwd = !again ? (signum == SIGQUIT ? SIGQUIT : SIGTERM) : m->stop_signal == SIGTERM ? SIGINT : SIGTERM;
     m->stop_signal = fwd;
     for (generation *g = m->gens; g; g = g->next) gen_stop(g, g->state == GEN_STARTING ? SIGKILL : fwd, again);
     for (listener *l = m->listeners; l; l = l->next) listener_close(l);

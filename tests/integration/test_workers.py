@@ -210,9 +210,19 @@ class WorkersTest(WorkersTestCase):
                 # Long enough that only the second signal can end it, however slow the machine.
                 c.send(request_bytes("GET", "/long-nap"))
                 gw.wait_for_log(r"probe: start GET /long-nap")
-                gw.send_signal(signal.SIGINT)
-                gw.wait_for_log(r"master: SIGINT: stopping the workers gracefully")
-                gw.send_signal(signal.SIGINT)  # a second Ctrl-C: stop now, as with one process
+                # Both signals reach the master while the workers cannot run: what it passes on must
+                # not merge into one (two SIGTERMs pending at once are one), or "now" is lost.
+                workers = sorted(live_workers(gw).values())
+                for p in workers:
+                    os.kill(p, signal.SIGSTOP)
+                try:
+                    gw.send_signal(signal.SIGINT)
+                    gw.wait_for_log(r"master: SIGINT: stopping the workers gracefully")
+                    gw.send_signal(signal.SIGINT)  # a second Ctrl-C: stop now, as with one process
+                    gw.wait_for_log(r"master: SIGINT: second signal")
+                finally:
+                    for p in workers:
+                        os.kill(p, signal.SIGCONT)
                 self.assertEqual(gw.wait(), 0)
                 self.assertTrue(c.is_closed_by_peer(2), "the nap in flight was cut")
             log = gw.log()
