@@ -15,16 +15,7 @@
 
 #include "limit_shared.h"
 
-static int failures, checks;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(cond)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 #define SLOT_BYTES 16
 #define HEADER_BYTES 64
@@ -228,6 +219,5 @@ int main(void) {
     test_processes_counting();
     test_processes_inserting();
     test_claims_of_others();
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_summary();
 }

@@ -16,16 +16,7 @@ void *__wrap_calloc(size_t n, size_t size) {
     return fail_calloc ? NULL : __real_calloc(n, size);
 }
 
-static int failures, checks;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        checks++;                                                                \
-        if (!(cond)) {                                                           \
-            failures++;                                                          \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                        \
-    } while (0)
+#include "check.h"
 
 /* runtime_app_new without memory: NULL, the dispatch function still taken off the stack, and the
  * caller's gw_app left as it was (main.c refuses to start rather than serve with it). */
@@ -55,6 +46,5 @@ static void test_app_without_memory(void) {
 
 int main(void) {
     test_app_without_memory();
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_summary();
 }

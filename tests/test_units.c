@@ -14,16 +14,7 @@
 #include "trace.h"
 #include <unistd.h>
 
-static int failures, checks;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        checks++;                                                                \
-        if (!(cond)) {                                                           \
-            failures++;                                                          \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                        \
-    } while (0)
+#include "check.h"
 
 static void test_buf(void) {
     gw_buf b = {0};
@@ -211,6 +202,5 @@ int main(void) {
     test_http_date();
     test_response_head();
     test_header_validation();
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_summary();
 }
