@@ -755,6 +755,19 @@ local function new_request(method, path, raw_query, target, body, remote_addr, h
   }, request_mt)
 end
 
+-- A request from the server through router r: its body first, when the route takes it whole
+-- (req.body is false until then), then the handler and the answer.
+local function serve_with(r, req, befores, afters)
+  if req.body == false then
+    local go, status, answer = take_body(r, req)
+    if not go then
+      if status then return finish(req, status, answer) end
+      return
+    end
+  end
+  return respond(true, req, dispatch_with(r, req, befores, afters))
+end
+
 -- The server's entry point for each request, with the request's parts as arguments: a table
 -- constructor with constant keys is much cheaper than filling the table from C.
 local function serve(method, path, raw_query, target, body, remote_addr, http_version)
@@ -769,29 +782,14 @@ local function serve(method, path, raw_query, target, body, remote_addr, http_ve
     local _ = req.id, req.headers
     core.keep_request(req)
   end
-  if body == false then
-    local go, status, answer = take_body(r, req)
-    if not go then
-      if status then return finish(req, status, answer) end
-      return
-    end
-  end
-  return respond(true, req, dispatch_with(r, req, app.befores, app.afters))
+  return serve_with(r, req, app.befores, app.afters)
 end
 M._serve = serve
 
 -- An entry point like serve for another router (stub upstreams in specs).
 function M._server_for(r)
   return function(...)
-    local req = new_request(...)
-    if req.body == false then
-      local go, status, answer = take_body(r, req)
-      if not go then
-        if status then return finish(req, status, answer) end
-        return
-      end
-    end
-    return respond(true, req, dispatch_with(r, req))
+    return serve_with(r, new_request(...))
   end
 end
 
