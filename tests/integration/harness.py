@@ -883,16 +883,20 @@ class GatewayTestCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        gw = cls.gw
-        if gw is None:
-            return
-        try:
-            alive = gw.alive()
-            rc = gw.stop() if alive else gw.proc.returncode
-            report = gw.sanitizer_report()
-            if not alive or rc != 0 or report:
-                what = ("exited with %s on SIGTERM" % rc) if alive else ("died during the tests (exit %s)" % rc)
-                raise AssertionError("%s: luagate %s%s\nstderr tail:\n%s" % (
-                    cls.__name__, what, "\n" + report if report else "", gw.log()[-3000:]))
-        finally:
-            gw.close()
+        if cls.gw is not None:
+            finish_gateway(cls.gw, cls.__name__)
+
+
+def finish_gateway(gw, who):
+    """The end of a class's gateway: stopped with SIGTERM and closed. It must have lived to the end,
+    exited 0 and left no sanitizer report, else AssertionError naming `who`, with its log's tail."""
+    try:
+        alive = gw.alive()
+        rc = gw.stop() if alive else gw.proc.returncode
+        report = gw.sanitizer_report()
+        if not alive or rc != 0 or report:
+            what = ("exited with %s on SIGTERM" % rc) if alive else ("died during the tests (exit %s)" % rc)
+            raise AssertionError("%s: luagate %s%s\nstderr tail:\n%s" % (
+                who, what, "\n" + report if report else "", gw.log()[-3000:]))
+    finally:
+        gw.close()

@@ -72,15 +72,7 @@ class BoundsCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.up.close()
-        gw = cls.gw
-        try:
-            alive = gw.alive()
-            rc = gw.stop() if alive else gw.proc.returncode
-            report = gw.sanitizer_report()
-            if not alive or rc != 0 or report:
-                raise AssertionError("%s: luagate exited %s%s\n%s" % (cls.__name__, rc, report or "", gw.log()[-3000:]))
-        finally:
-            gw.close()
+        harness.finish_gateway(cls.gw, cls.__name__)
 
     def hello(self):
         return self.gw.request("GET", "/hello", timeout=10)[0]

@@ -56,15 +56,7 @@ class FaultCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.up.close()
-        gw = cls.gw
-        try:
-            alive = gw.alive()
-            rc = gw.stop() if alive else gw.proc.returncode
-            report = gw.sanitizer_report()
-            if not alive or rc != 0 or report:
-                raise AssertionError("%s: luagate exited %s%s\n%s" % (cls.__name__, rc, report or "", gw.log()[-3000:]))
-        finally:
-            gw.close()
+        harness.finish_gateway(cls.gw, cls.__name__)
 
     def assert_healthy(self, rss_margin_mb=40):
         """A normal request succeeds, and the test grew memory by less than a margin (RSS

@@ -82,10 +82,7 @@ class HeadersCase(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.up.stop()
-        report = cls.gw.sanitizer_report()
-        cls.gw.close()
-        if report:
-            raise AssertionError(report)
+        harness.finish_gateway(cls.gw, cls.__name__)
 
     def upstream_saw(self, headers, target="/t/pass", source="127.0.0.1"):
         """Send a request with headers from a client at source (the gateway listens on every

@@ -74,12 +74,8 @@ class ChromiumTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         try:
-            rc = cls.gw.stop()
-            report = cls.gw.sanitizer_report()
-            if rc != 0 or report:
-                raise AssertionError("luagate exited with %s\n%s" % (rc, report or cls.gw.log()[-2000:]))
+            harness.finish_gateway(cls.gw, cls.__name__)
         finally:
-            cls.gw.close()
             shutil.rmtree(cls.profile, ignore_errors=True)
 
     def chromium(self, *args, budget=2500):

@@ -93,11 +93,11 @@ class NativeStreamingTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        rc = cls.gw.stop()
-        cls.gw.close()
-        cls.sink.stop()
-        cls.nginx.stop()
-        assert rc == 0, "gateway exit %s; log:\n%s" % (rc, cls.gw.log()[-3000:])
+        try:
+            harness.finish_gateway(cls.gw, cls.__name__)
+        finally:
+            cls.sink.stop()
+            cls.nginx.stop()
 
     UPLOAD_ROUTE = '''
 local gw = require "luagate"
@@ -243,10 +243,10 @@ class NativeMidBodyFailureTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        rc = cls.gw.stop()
-        cls.gw.close()
-        cls.up.stop()
-        assert rc == 0, cls.gw.log()[-3000:]
+        try:
+            harness.finish_gateway(cls.gw, cls.__name__)
+        finally:
+            cls.up.stop()
 
     def fetch_raw(self, path):
         with socket.create_connection(("127.0.0.1", self.gw.port), timeout=10) as s:
