@@ -444,6 +444,11 @@ class only_worker:
                 pass
 
 
+def alive(pid):
+    """Is the process there and not a zombie?"""
+    return process_state(pid) not in (None, "Z")
+
+
 def process_state(pid):
     """A process's state letter (R, S, T, Z...), None when it is gone."""
     try:

@@ -6,7 +6,6 @@ upstream's host:port."""
 import json
 import os
 import sys
-import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

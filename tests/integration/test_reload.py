@@ -62,12 +62,7 @@ def child_pids(gw):
     return harness.child_pids(gw.proc.pid)
 
 
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+alive = harness.alive
 
 
 def client_ports_of(pid, port):

@@ -7,7 +7,6 @@ import os
 import random
 import socket
 import sys
-import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -70,29 +69,23 @@ class NativeReuseTest(unittest.TestCase):
             gw.close()
             self.assertEqual(0, rc, log[-3000:])
 
-    def test_an_upstream_closing_kept_connections_at_random_moments(self):
-        up = upstreams.Scripted(keepalive_server(random.Random(7), 0.3, False, None)).start()
+    def assert_all_answered(self, handler, n):
+        """n GETs through /v1/proxy to an upstream run by handler: every one answered 200."""
+        up = upstreams.Scripted(handler).start()
         try:
-            statuses, _ = self.run_load(up, 1500)
+            statuses, _ = self.run_load(up, n)
         finally:
             up.stop()
-        self.assertEqual({200: 1500}, {s: statuses.count(s) for s in set(statuses)})
+        self.assertEqual({200: n}, {s: statuses.count(s) for s in set(statuses)})
+
+    def test_an_upstream_closing_kept_connections_at_random_moments(self):
+        self.assert_all_answered(keepalive_server(random.Random(7), 0.3, False, None), 1500)
 
     def test_an_upstream_closing_every_reused_connection(self):
-        up = upstreams.Scripted(keepalive_server(random.Random(1), 0, True, "fin")).start()
-        try:
-            statuses, _ = self.run_load(up, 300)
-        finally:
-            up.stop()
-        self.assertEqual({200: 300}, {s: statuses.count(s) for s in set(statuses)})
+        self.assert_all_answered(keepalive_server(random.Random(1), 0, True, "fin"), 300)
 
     def test_an_upstream_resetting_every_reused_connection(self):
-        up = upstreams.Scripted(keepalive_server(random.Random(2), 0, True, "rst")).start()
-        try:
-            statuses, _ = self.run_load(up, 300)
-        finally:
-            up.stop()
-        self.assertEqual({200: 300}, {s: statuses.count(s) for s in set(statuses)})
+        self.assert_all_answered(keepalive_server(random.Random(2), 0, True, "rst"), 300)
 
 
 class CurlReuseTest(NativeReuseTest):
