@@ -135,7 +135,7 @@ static void on_log_ready(gw_ready_item *it) {
         lua_setfield(L, -2, "name");
         int st = li->calls[i].status;
         if (st > 0) lua_pushinteger(L, st);
-        else lua_pushstring(L, st == -MS_OUTCOME_CANCELLED ? "cancelled" : fetch_error_name(-st));
+        else lua_pushstring(L, observe_call_error_name((int16_t)st));
         lua_setfield(L, -2, st > 0 ? "status" : "error");
         lua_pushnumber(L, (double)li->calls[i].us / 1e6);
         lua_setfield(L, -2, "time");

@@ -195,7 +195,7 @@ static void count_request(ms_slot *s, int route, const char *method, int status,
     count(&s->req_sum_us[route], us);
 }
 
-static const char *call_error_name(int16_t status) {
+const char *observe_call_error_name(int16_t status) {
     return status >= 0 ? NULL : -status == MS_OUTCOME_CANCELLED ? "cancelled" : fetch_error_name(-status);
 }
 
@@ -204,7 +204,7 @@ static const char *reason_of(const gw_observe *o, const gw_req_obs *r, const gw_
     const char *failed = NULL, *kind = NULL;
     if (r && r->failed) {
         failed = upstream_name(o, r->calls[r->failed - 1].up);
-        kind = call_error_name(r->calls[r->failed - 1].status);
+        kind = observe_call_error_name(r->calls[r->failed - 1].status);
     }
     if (e->how == GW_END_GONE)
         return e->status ? "client closed the connection mid-answer" : "client closed the connection";
@@ -240,7 +240,7 @@ static void log_request(gw_observe *o, const gw_request *req, gw_req_obs *r, con
             uint32_t us;
             observe_call_result(r, i, &status, &us);
             calls[i] = (access_call){.upstream = upstream_name(o, r->calls[i].up), .us = us,
-                                     .status = status > 0 ? status : 0, .error = call_error_name(status)};
+                                     .status = status > 0 ? status : 0, .error = observe_call_error_name(status)};
         }
         a.calls = calls;
         a.ncalls = r->ncalls;
@@ -259,11 +259,7 @@ void observe_request_end(gw_observe *o, gw_request *req, const gw_request_end *e
     if (!o) return;
     gw_req_obs *r = req->obs;
     if (r && r->ended) r = NULL;
-    if (r) {
-        r->ended = true;
-        r->req = NULL;
-        o->in_flight--;
-    }
+    if (r) observe_request_drop(o, r); /* ended; what it recorded stays readable below */
     req->obs = NULL;
     uint64_t us = e->duration_ns / 1000;
     int status = e->status ? e->status : 499;

@@ -75,6 +75,9 @@ const char *observe_upstream_name(const gw_observe *o, int id);
 /* Call i of a request as it ends: status is the upstream's (> 0), -(error kind) or
  * -MS_OUTCOME_CANCELLED (also for a call still in progress, with its time so far). */
 void observe_call_result(const gw_req_obs *r, int i, int16_t *status, uint32_t *us);
+/* What observe_call_result's status says failed: a fetch error kind's name, "cancelled", or NULL
+ * for an answer. */
+const char *observe_call_error_name(int16_t status);
 
 void observe_request_begin(gw_observe *o, gw_req_obs *r, gw_request *req);
 /* The request's trace: the client's traceparent continued, or a new one; NULL when r never began. */

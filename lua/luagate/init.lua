@@ -200,13 +200,6 @@ local function is_content_type(k)
   return k == "Content-Type" or k == "content-type" or (#k == 12 and k:lower() == "content-type")
 end
 
-local function has_content_type(headers)
-  for k in pairs(headers or {}) do
-    if type(k) == "string" and is_content_type(k) then return true end
-  end
-  return false
-end
-
 -- Headers as the server takes them: name -> string or list of strings, Content-Type apart.
 -- The common answers (no headers but a Content-Type) make no new table.
 local function normalise_headers(headers)
@@ -370,18 +363,16 @@ local function start(target, path, opts)
   opts = opts or NO_OPTS
   if type(opts) ~= "table" then error("fetch: options are a table, got " .. type(opts), 3) end
   local body, lines = opts.body, nil
+  -- The request's own body: as it is when it is here whole, else sent on as it arrives.
+  if getmetatable(body) == request_mt then body = body.body or true end
   if opts.headers or type(body) == "table" then
     lines = {}
     if opts.headers then header_lines(lines, opts.headers) end
-    if getmetatable(body) == request_mt then
-      -- The request's own body: as it is when it is here whole, else sent on as it arrives.
-      body = body.body or true
-    elseif type(body) == "table" then
+    if type(body) == "table" then
       body = json.encode(body)
       lines[#lines + 1] = "Content-Type: application/json"
     end
   end
-  if getmetatable(body) == request_mt then body = body.body or true end
   local method = opts.method and opts.method:upper() or (body and "POST" or "GET")
   local auth = opts.auth
   local userpwd = auth and auth.user and (auth.user .. ":" .. (auth.password or "")) or nil
@@ -748,10 +739,12 @@ end
 
 -- A request table like the server's, for serve and stub servers: its id and headers come from the
 -- server when first read (request.lua).
+-- params and route are set by the router: named here, they size the table for what comes later
+-- (query, id, headers), as a table that grows is rehashed whole.
 local function new_request(method, path, raw_query, target, body, remote_addr, http_version)
   return setmetatable({
     method = method, path = path, raw_query = raw_query, target = target, body = body,
-    remote_addr = remote_addr, http_version = http_version,
+    remote_addr = remote_addr, http_version = http_version, params = false, route = false,
   }, request_mt)
 end
 
@@ -771,12 +764,7 @@ end
 -- The server's entry point for each request, with the request's parts as arguments: a table
 -- constructor with constant keys is much cheaper than filling the table from C.
 local function serve(method, path, raw_query, target, body, remote_addr, http_version)
-  -- params and route are set by the router: named here, they size the table for what comes later
-  -- (query, id, headers), as a table that grows is rehashed whole.
-  local req = setmetatable({
-    method = method, path = path, raw_query = raw_query, target = target, body = body,
-    remote_addr = remote_addr, http_version = http_version, params = false, route = false,
-  }, request_mt)
+  local req = new_request(method, path, raw_query, target, body, remote_addr, http_version)
   local r = app.router
   if app.logs[1] then -- kept for the log phase, with what is read lazily from the request meanwhile
     local _ = req.id, req.headers
@@ -838,9 +826,7 @@ function M._load_routes(dir)
       local chunk, lerr = loadfile(path)
       if not chunk then error(lerr, 0) end
       local before = app.nroutes
-      app.loading = path
       local ok, rerr = xpcall(chunk, debug.traceback)
-      app.loading = nil
       if not ok then error(("%s: %s"):format(path, rerr), 0) end
       scripts[#scripts + 1] = { script = path, routes = app.nroutes - before }
     end
