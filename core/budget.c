@@ -12,10 +12,6 @@ void budget_set_limit(size_t n) {
     limit = n;
 }
 
-size_t budget_used(void) {
-    return used;
-}
-
 bool budget_allows(size_t n) {
     if (limit == 0 || (n <= limit && used <= limit - n)) return true;
     log_limited(GW_LOG_WARN, "max_buffered_size reached (%zu of %zu bytes held; %zu more asked): "
@@ -24,7 +20,8 @@ bool budget_allows(size_t n) {
     return false;
 }
 
-bool budget_take(size_t n) {
+/* Take n bytes: false (nothing taken) when they do not fit. */
+static bool budget_take(size_t n) {
     if (!budget_allows(n)) return false;
     used += n;
     return true;

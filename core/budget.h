@@ -13,11 +13,8 @@
 
 /* 0: no limit (the default, until the worker sets one from the config). */
 void budget_set_limit(size_t limit);
-size_t budget_used(void);
 /* Whether n more bytes fit; when they do not, the watchers hear of it. */
 bool budget_allows(size_t n);
-/* Take n bytes: false (nothing taken) when they do not fit. */
-bool budget_take(size_t n);
 /* Take n bytes whether they fit or not: for what was checked earlier, or is bounded otherwise. */
 void budget_add(size_t n);
 void budget_give(size_t n);

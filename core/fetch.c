@@ -369,8 +369,6 @@ static void transfer_put(gw_transfer *t) {
     t->up->pool->active--;
     f->active--;
     fetch_upstream_release(t->up);
-    for (size_t i = 0; i < t->ncurl_lines; i++) free(t->curl_lines[i]);
-    free(t->curl_lines);
     if (t->method != t->method_buf) free(t->method);
     gw_transfer keep = {.f = f, .timer = t->timer, .target = t->target, .lines = t->lines,
                         .req_body = t->req_body, .answer = t->answer};

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fetch_internal.h"
+#include "http_headers.h"
 #include "log.h"
 
 #define MAX_RESPONSE_HEAD (1u << 20)
@@ -401,8 +402,9 @@ static bool connection_kept(const curl_xfer *x) {
         if (strncasecmp(p + 1, "connection:", 11)) continue;
         const char *v = p + 12, *eol = memchr(v, '\n', (size_t)(end - v));
         size_t n = eol ? (size_t)(eol - v) : (size_t)(end - v);
-        if (memmem(v, n, "close", 5) || memmem(v, n, "Close", 5)) return false;
-        if (memmem(v, n, "eep-alive", 9) || memmem(v, n, "eep-Alive", 9)) kept = true;
+        if (n && v[n - 1] == '\r') n--;
+        if (header_list_has(v, n, "close", 5)) return false; /* a token, in any case */
+        if (header_list_has(v, n, "keep-alive", 10)) kept = true;
     }
     return kept;
 }

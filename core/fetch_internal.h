@@ -88,8 +88,6 @@ struct gw_transfer {
     gw_buf target;  /* the path on the upstream, prefix included (native), or the whole URL (libcurl) */
     gw_buf lines;   /* this call's own lines, "Name: value\r\n" each */
     bool host_given; /* lines has a Host (the call's or the upstream's): no other is sent */
-    char **curl_lines; /* the same as strings, for libcurl (built only for it) */
-    size_t ncurl_lines;
     gw_buf req_body;  /* a buffered request body, copied: every attempt may send it */
     bool has_body;
     gw_body_source *source;

@@ -23,6 +23,7 @@
 
 typedef struct upstream_ud {
     gw_upstream *up;
+    bool forwarded; /* its calls carry X-Forwarded-*: only then is the client looked at for them */
 } upstream_ud;
 
 static uint32_t ms_field(lua_State *L, int idx) {
@@ -67,6 +68,7 @@ static int l_upstream(lua_State *L) {
     c.forwarded = lua_isnone(L, 14) || lua_toboolean(L, 14);
     upstream_ud *ud = lua_newuserdata(L, sizeof *ud);
     ud->up = NULL;
+    ud->forwarded = c.forwarded;
     luaL_getmetatable(L, UPSTREAM_MT);
     lua_setmetatable(L, -2);
     const char *err;
@@ -377,7 +379,7 @@ static int l_fetch(lua_State *L) {
     r->bearer = lua_tostring(L, 12);
     r->request_id = t->id;
     gw_forwarded fw;
-    if (ud && t->req) { /* a configured upstream is told who the client is; a whole URL is not */
+    if (ud && ud->forwarded && t->req) { /* a configured upstream is told who the client is; a URL is not */
         forwarded_of(t->req, &rt->trusted, &fw);
         r->forwarded = &fw;
     }
